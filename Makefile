@@ -1,0 +1,41 @@
+# The two commands a fresh machine needs:
+#   make demo   - virtualenv + embedded PostgreSQL + the main job (migrate.yml on inventories/local)
+#   make test   - virtualenv + embedded PostgreSQL + the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+
+.PHONY: demo test test-db lint bench db db-stop clean
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+db: $(STAMP)
+	$(BIN)/python scripts/embedded_postgres.py start
+
+demo: db
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook playbooks/migrate.yml -i inventories/local
+
+test: db
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+
+# Database tests only, against the server in PG_TEST_DSN (CI: the machine's PostgreSQL 15).
+test-db: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m db
+
+lint: $(STAMP)
+	$(BIN)/ruff check library module_utils tests scripts bench alembic
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production playbooks roles
+
+bench: db
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run_benchmarks.py
+
+db-stop: $(STAMP)
+	$(BIN)/python scripts/embedded_postgres.py stop
+
+clean: db-stop
+	rm -rf .state reports
