@@ -1,59 +1,31 @@
-"""Shared fixtures: a real PostgreSQL server, throw-away databases, and running our modules and
-playbooks through the real `ansible` / `ansible-playbook`.
+"""Shared fixtures: a real PostgreSQL server and throw-away databases.
 
 The server is the embedded PostgreSQL 16 (PyPI ``pgserver``) unless ``PG_TEST_DSN`` names another
 one, e.g. ``PG_TEST_DSN=postgresql://postgres@127.0.0.1:5432/postgres`` for the machine's PostgreSQL 15.
+Helpers (run_module, run_playbook, ...) live in support.py; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
-import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg2
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-# Our module_utils are imported as ansible.module_utils.<name>, as Ansible ships them to a host.
-import ansible.module_utils  # noqa: E402
-
-if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
-
-import psycopg2  # noqa: E402
-
-from ansible.module_utils.pg_connection import parse_url, with_database  # noqa: E402
-
-PASSWORD_GROUP = "rm_password_required"
-
-
-@dataclass
-class PgServer:
-    admin_url: str  # a superuser URL to the 'postgres' database
-    major: int
-    version: str
-    embedded: bool
-    bin_dir: str | None  # client tools matching or newer than the server
-
-    def url(self, dbname: str) -> str:
-        return with_database(self.admin_url, dbname)
-
-    def execute(self, sql: str, params=None, dbname: str = "postgres"):
-        conn = psycopg2.connect(self.url(dbname))
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql, params)
-                return cur.fetchall() if cur.description else None
-        finally:
-            conn.close()
+from support import (  # noqa: F401  (re-exported for the tests)
+    PASSWORD_GROUP,
+    ROOT,
+    AnsibleRun,
+    PgServer,
+    ansible_env,
+    copy_tree,
+    run_module,
+    run_playbook,
+    url_with_credentials,
+    with_database,
+)
 
 
 def _require_password_for_group(admin_url: str, data_dir: str) -> None:
@@ -149,67 +121,6 @@ def password_role(pg_server: PgServer):
     pg_server.execute(f"DROP ROLE IF EXISTS {name}")
 
 
-def url_with_credentials(url: str, user: str, password: str) -> str:
-    """The same URL with another user and password."""
-    info = parse_url(url)
-    rest = url.split("@", 1)[1] if "@" in url.split("?")[0] else url.split("://", 1)[1]
-    return f"postgresql://{user}:{password}@{rest}" if info else url
-
-
-@dataclass
-class AnsibleRun:
-    rc: int
-    stdout: str
-    stderr: str
-    result: dict  # the module's result (ad-hoc) or {} for playbooks
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
-def ansible_env(extra: dict | None = None) -> dict:
-    env = dict(os.environ)
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    env.pop("ANSIBLE_STDOUT_CALLBACK", None)
-    if extra:
-        env.update(extra)
-    return env
-
-
-def run_module(module: str, args: dict, *, check: bool = False, env: dict | None = None, timeout: int = 300) -> AnsibleRun:
-    """Run one of our modules the way Ansible does (ad-hoc, AnsiballZ, real interpreter)."""
-    cmd = [
-        str(Path(sys.executable).parent / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
-        "-m", module, "-a", json.dumps(args), "-e", f"ansible_python_interpreter={sys.executable}",
-    ]
-    if check:
-        cmd.append("--check")
-    run_env = ansible_env({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-                           "ANSIBLE_CALLBACKS_ENABLED": ""})
-    run_env.update(env or {})
-    proc = subprocess.run(cmd, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=timeout)
-    try:
-        data = json.loads(proc.stdout)
-        result = data["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    except (ValueError, KeyError, IndexError):
-        result = {}
-    return AnsibleRun(proc.returncode, proc.stdout, proc.stderr, result)
-
-
-def run_playbook(playbook: str, *, inventory: str = "inventories/local", extra_vars: dict | None = None,
-                 env: dict | None = None, check: bool = False, timeout: int = 600) -> AnsibleRun:
-    """Run a playbook with the real ansible-playbook from the repository root."""
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), playbook, "-i", inventory]
-    if extra_vars:
-        cmd += ["-e", json.dumps(extra_vars)]
-    if check:
-        cmd.append("--check")
-    proc = subprocess.run(cmd, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout)
-    return AnsibleRun(proc.returncode, proc.stdout, proc.stderr, {})
-
-
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
@@ -222,6 +133,3 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst

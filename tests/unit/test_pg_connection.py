@@ -1,5 +1,4 @@
 import pytest
-
 from ansible.module_utils.operator_error import OperatorError
 from ansible.module_utils.pg_connection import (
     MASK,
