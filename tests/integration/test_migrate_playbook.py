@@ -1,0 +1,139 @@
+"""migrate.yml end to end with the real ansible-playbook on a real PostgreSQL: the local inventory's
+main job, its idempotence, the dry run, the reports, and production's gates."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import psycopg2
+import pytest
+from support import ROOT, run_playbook, with_database
+
+pytestmark = [pytest.mark.db, pytest.mark.playbook]
+
+
+def revision_of(url: str) -> list[str]:
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return []
+            cur.execute("SELECT version_num FROM alembic_version")
+            return sorted(r[0] for r in cur.fetchall())
+    finally:
+        conn.close()
+
+
+def recap_changed(output: str) -> int:
+    match = re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+)", output)
+    assert match, f"no play recap in:\n{output[-3000:]}"
+    return int(match.group(1))
+
+
+def reports(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.glob("*/*/*/report.json"))]
+
+
+def local_vars(workdir: Path, **extra) -> dict:
+    return {"rm_backup_dir": str(workdir / "backups"), "rm_reports_root": str(workdir / "reports"), **extra}
+
+
+def test_migrate_to_head_then_second_run_changes_nothing(new_database, workdir):
+    url = new_database("mig")
+    first = run_playbook("playbooks/migrate.yml", extra_vars=local_vars(workdir), env={"DATABASE_URL": url})
+    assert first.rc == 0, first.output[-4000:]
+    head = revision_of(url)
+    assert head == ["9c2b3f1a4e5d"]
+
+    second = run_playbook("playbooks/migrate.yml", extra_vars=local_vars(workdir), env={"DATABASE_URL": url})
+    assert second.rc == 0, second.output[-4000:]
+    assert recap_changed(second.output) == 0
+    assert revision_of(url) == head
+
+    first_report, second_report = reports(workdir / "reports")
+    assert first_report["outcome"] == "migrated"
+    assert first_report["revision_before"] in (None, "", [])
+    assert first_report["applied"][-1] == "9c2b3f1a4e5d"
+    assert Path(first_report["backup"]["path"]).exists()
+    assert len(first_report["backup"]["sha256"]) == 64
+    assert first_report["verify"]["schema_diff"] == []
+    assert second_report["outcome"] == "up-to-date"
+    assert second_report["applied"] == []
+    run_dir = Path(first_report["report_dir"])
+    for name in ("report.md", "report.json", "preview.sql", "lint.json"):
+        assert (run_dir / name).is_file(), name
+    preview = (run_dir / "preview.sql").read_text()
+    assert "CREATE TABLE users" in preview
+    assert "9c2b3f1a4e5d" in preview
+    assert "migrated" in (run_dir / "report.md").read_text()
+
+
+def test_dry_run_saves_the_preview_and_changes_nothing(new_database, workdir):
+    url = new_database("dry")
+    run = run_playbook("playbooks/migrate.yml", extra_vars=local_vars(workdir, dry_run=True), env={"DATABASE_URL": url})
+    assert run.rc == 0, run.output[-4000:]
+    assert revision_of(url) == []
+    (report,) = reports(workdir / "reports")
+    assert report["outcome"] == "dry-run"
+    assert report["pending"][-1] == "9c2b3f1a4e5d"
+    assert report["backup"] in (None, {})
+    assert "CREATE TABLE" in (Path(report["report_dir"]) / "preview.sql").read_text()
+    assert not (workdir / "backups").exists() or not any((workdir / "backups").iterdir())
+
+
+def production_vars(url: str, workdir: Path, **extra) -> dict:
+    """The production inventory, pointed at a local database instead of the cluster."""
+    return {
+        "vault_rm_db_password": "not-used-locally",
+        "rm_database_url": url,
+        "rm_alembic_url": url,
+        "rm_alembic_config": str(ROOT / "alembic.ini"),
+        "rm_kubernetes": False,
+        **local_vars(workdir),
+        **extra,
+    }
+
+
+def test_production_without_approval_changes_nothing(new_database, workdir):
+    url = new_database("prod")
+    run = run_playbook("playbooks/migrate.yml", inventory="inventories/production",
+                       extra_vars=production_vars(url, workdir))
+    assert run.rc != 0
+    assert "needs an approval" in run.output
+    assert "approved_by" in run.output
+    assert revision_of(url) == []
+    assert not (workdir / "backups").exists() or not any((workdir / "backups").iterdir())
+
+
+def test_production_refuses_a_revision_staging_has_not_run_then_accepts_it(pg_server, workdir):
+    name = "gate_" + workdir.name[-8:].replace("-", "_").lower()
+    url = with_database(pg_server.admin_url, name)
+    pg_server.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    pg_server.execute(f'CREATE DATABASE "{name}"')
+    try:
+        refused = run_playbook("playbooks/migrate.yml", inventory="inventories/production",
+                               extra_vars=production_vars(url, workdir, approved_by="alice"))
+        assert refused.rc != 0
+        assert "has not been applied on staging" in refused.output
+        assert revision_of(url) == []
+
+        # Staging runs first (the staging inventory, also pointed at a local database of the same
+        # name) and leaves its record; then production passes the gate.
+        staging = run_playbook("playbooks/migrate.yml", inventory="inventories/staging",
+                               extra_vars=production_vars(url, workdir))
+        assert staging.rc == 0, staging.output[-4000:]
+        pg_server.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        pg_server.execute(f'CREATE DATABASE "{name}"')
+
+        accepted = run_playbook("playbooks/migrate.yml", inventory="inventories/production",
+                                extra_vars=production_vars(url, workdir, approved_by="alice"))
+        assert accepted.rc == 0, accepted.output[-4000:]
+        assert revision_of(url) == ["9c2b3f1a4e5d"]
+        production_report = [r for r in reports(workdir / "reports") if r["environment"] == "production"][-1]
+        assert production_report["approved_by"] == "alice"
+        assert production_report["outcome"] == "migrated"
+    finally:
+        pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
