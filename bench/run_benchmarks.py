@@ -162,7 +162,8 @@ def bench_migrate_overhead(admin_url: str, out: Path) -> None:
         wall = time.perf_counter() - started
         assert proc.rc == 0, proc.output[-3000:]
         report = json.loads(sorted((out / "reports").glob("*/*/*/report.json"))[-1].read_text())
-        db_work = float((report.get("backup") or {}).get("duration_s") or 0) + float(report.get("apply_duration_s") or 0)
+        backup_s = float((report.get("backup") or {}).get("duration_s") or 0)
+        db_work = backup_s + float(report.get("apply_duration_s") or 0)
         tasks = proc.output.count("\nTASK [")
         rows[run] = {"wall_s": round(wall, 2), "database_work_s": round(db_work, 2),
                      "overhead_s": round(wall - db_work, 2), "tasks": tasks}
