@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # MIT License
 """Ansible module: make a (scratch) PostgreSQL database exist or not."""
 

@@ -1,0 +1,274 @@
+#!/usr/bin/python
+"""Ansible module: bring a PostgreSQL database to an Alembic revision (thin wrapper)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: alembic_migrate
+short_description: Bring a PostgreSQL database to an Alembic revision, safely and idempotently
+description:
+  - Declarative Alembic for any project. C(revision=head) means "make the database be at head";
+    a database already there is left alone and the task reports C(changed=false).
+  - Revisions are applied one at a time, each in its own transaction, while a PostgreSQL advisory
+    lock is held on a separate session, so two runs can never migrate one database at once.
+  - In check mode (or with I(sql=true)) nothing is changed; the module returns what would run,
+    including the offline SQL of exactly the pending revisions (the runbook's
+    C(alembic upgrade head --sql)) and a lint of that SQL for dangerous operations.
+  - A failing revision fails the task with the revision that failed, the database error and the
+    revision the database is left at (C(revision_left)). Revisions before it stay applied.
+  - Lock timeouts are retried a bounded number of times, so a migration queued behind a long
+    transaction stalls live traffic for at most I(lock_timeout) per attempt.
+  - Runs where the project's migrations live (the runner, or the app pod through the
+    C(kubernetes.core.kubectl) connection). Needs C(alembic), C(sqlalchemy) and C(psycopg2) there.
+version_added: "1.0.0"
+options:
+  config:
+    description:
+      - Path of the project's C(alembic.ini). Relative paths inside it resolve against its directory.
+    type: path
+  script_location:
+    description:
+      - The migrations directory; overrides the ini's C(script_location).
+      - Either I(config) or I(script_location) is required.
+    type: path
+  url:
+    description:
+      - PostgreSQL URL of the database, e.g. C(postgresql://app:PASSWORD@db:5432/release_manager).
+      - Overrides C(sqlalchemy.url). Never logged; the password is masked in every result.
+    type: str
+    required: true
+  revision:
+    description:
+      - Where the database should be. C(head), C(heads), C(base), a revision id or unique prefix,
+        C(BRANCH@head), or relative C(-N) / C(+N) from the current revision.
+    type: str
+    default: head
+  allow_downgrade:
+    description:
+      - Allow a target below the current revision. Without it a downgrade fails and changes nothing.
+    type: bool
+    default: false
+  sql:
+    description:
+      - Only return the offline SQL for the pending revisions; change nothing.
+    type: bool
+    default: false
+  lock_timeout:
+    description:
+      - PostgreSQL C(lock_timeout) for the migrating session (C(200ms), C(2s)). Empty leaves the server's.
+    type: str
+  statement_timeout:
+    description:
+      - PostgreSQL C(statement_timeout) for the migrating session (C(15min)).
+    type: str
+  lock_retries:
+    description:
+      - How many times a revision that hit I(lock_timeout) is retried (its transaction was rolled back).
+    type: int
+    default: 3
+  lock_retry_delay:
+    description:
+      - Seconds to wait before retrying after a lock timeout.
+    type: float
+    default: 1.0
+  advisory_lock:
+    description:
+      - Hold a PostgreSQL advisory lock for the whole run so concurrent runs cannot migrate at once.
+    type: bool
+    default: true
+  advisory_lock_wait:
+    description:
+      - Seconds to wait for another run's advisory lock. C(0) fails at once, naming the other session.
+    type: float
+    default: 0
+  version_table:
+    description:
+      - Alembic's version table.
+    type: str
+    default: alembic_version
+  x_arguments:
+    description:
+      - Values for C(-x key=value), read by the project's C(env.py) with C(context.get_x_argument()).
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: full
+    details: Returns the plan and the offline SQL preview; touches nothing.
+requirements:
+  - alembic
+  - sqlalchemy
+  - psycopg2
+author: release-migrations maintainers
+"""
+
+EXAMPLES = r"""
+- name: Upgrade to head, waiting at most 2 s per lock
+  alembic_migrate:
+    config: /app/alembic.ini
+    url: "{{ rm_database_url }}"
+    revision: head
+    lock_timeout: 2s
+    statement_timeout: 15min
+
+- name: Preview what would run (the runbook's `alembic upgrade head --sql`)
+  alembic_migrate:
+    config: /app/alembic.ini
+    url: "{{ rm_database_url }}"
+  check_mode: true
+  register: plan
+
+- name: Go down one revision (rollback)
+  alembic_migrate:
+    config: /app/alembic.ini
+    url: "{{ rm_database_url }}"
+    revision: "-1"
+    allow_downgrade: true
+"""
+
+RETURN = r"""
+from_revision:
+  description: Revision(s) before the run, comma-joined; null at base.
+  returned: always
+  type: str
+  sample: 8f1a2b3c4d5e
+to_revision:
+  description: Revision(s) after the run (unchanged in check mode).
+  returned: always
+  type: str
+  sample: 9c2b3f1a4e5d
+target_revision:
+  description: The target resolved to ids (null for base).
+  returned: always
+  type: str
+  sample: 9c2b3f1a4e5d
+direction:
+  description: C(up), C(down) or C(none).
+  returned: always
+  type: str
+  sample: up
+pending:
+  description: Revisions that would run (check mode) or ran, in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [9c2b3f1a4e5d]
+applied:
+  description: Revisions applied by this run, in order.
+  returned: always
+  type: list
+  elements: str
+heads:
+  description: Head revisions of the script directory.
+  returned: always
+  type: list
+  elements: str
+current:
+  description: Revision(s) the database is at after the run.
+  returned: always
+  type: list
+  elements: str
+steps:
+  description:
+    - One entry per applied revision with C(revision), C(description), C(direction), C(duration_s),
+      C(lock_retries).
+  returned: always
+  type: list
+  elements: dict
+sql:
+  description: Offline SQL of the pending revisions (check mode or I(sql=true)).
+  returned: when pending revisions exist and check mode or sql
+  type: str
+sql_findings:
+  description:
+    - Lint findings on that SQL, each with C(line), C(rule), C(severity) (error/warn), C(message),
+      C(statement).
+  returned: always
+  type: list
+  elements: dict
+duration_s:
+  description: Wall time of the task in seconds.
+  returned: always
+  type: float
+lock_retries_used:
+  description: Lock timeouts retried in total.
+  returned: always
+  type: int
+failed_revision:
+  description: The revision that failed.
+  returned: failure during apply
+  type: str
+revision_left:
+  description: The revision the database is at after a failure.
+  returned: failure during apply
+  type: str
+url:
+  description: The database URL with its password masked.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.alembic_runner import MigrationRequest, run, safe_result
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.operator_error import OperatorError
+from ansible.module_utils.pg_connection import redact, secrets_of
+
+ARGUMENT_SPEC = {
+    "config": {"type": "path"},
+    "script_location": {"type": "path"},
+    "url": {"type": "str", "required": True, "no_log": True},
+    "revision": {"type": "str", "default": "head"},
+    "allow_downgrade": {"type": "bool", "default": False},
+    "sql": {"type": "bool", "default": False},
+    "lock_timeout": {"type": "str"},
+    "statement_timeout": {"type": "str"},
+    "lock_retries": {"type": "int", "default": 3},
+    "lock_retry_delay": {"type": "float", "default": 1.0},
+    "advisory_lock": {"type": "bool", "default": True},
+    "advisory_lock_wait": {"type": "float", "default": 0},
+    "version_table": {"type": "str", "default": "alembic_version"},
+    "x_arguments": {"type": "dict", "default": {}},
+}
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        required_one_of=[("config", "script_location")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    req = MigrationRequest(
+        url=p["url"], config=p["config"], script_location=p["script_location"], revision=p["revision"],
+        allow_downgrade=p["allow_downgrade"], lock_timeout=p["lock_timeout"] or None,
+        statement_timeout=p["statement_timeout"] or None, lock_retries=p["lock_retries"],
+        lock_retry_delay=p["lock_retry_delay"], advisory_lock=p["advisory_lock"],
+        advisory_lock_wait=p["advisory_lock_wait"], version_table=p["version_table"],
+        x_arguments={str(k): str(v) for k, v in p["x_arguments"].items()},
+    )
+    secrets = secrets_of(p["url"])
+    try:
+        result = run(req, check=module.check_mode, sql_only=p["sql"])
+    except OperatorError as err:
+        module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets), **redact(err.details, secrets))
+    except Exception as exc:  # an error inside a project's env.py or revision, outside the apply loop
+        module.fail_json(msg=redact(f"Alembic failed: {type(exc).__name__}: {exc}", secrets))
+    result = safe_result(result, p["url"])
+    pending = result["pending"]
+    if result["applied"]:
+        result["msg"] = (
+            f"{result['direction'].capitalize()}graded {result['from_revision'] or 'base'} -> "
+            f"{result['to_revision'] or 'base'}: {', '.join(result['applied'])} in {result['duration_s']} s"
+        )
+    elif pending:
+        result["msg"] = f"Would run {len(pending)} revision(s) {result['direction']}: {', '.join(pending)}"
+    else:
+        result["msg"] = f"Already at {result['from_revision'] or 'base'}; nothing to do"
+    if result.get("sql_error"):
+        module.warn(result["sql_error"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
