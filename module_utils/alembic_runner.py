@@ -190,10 +190,15 @@ def _relative(script, spec: str, current: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def plan_for(script, current: tuple[str, ...], target: tuple[str, ...]) -> Plan:
+    from alembic.util import CommandError
+
     heads = tuple(script.get_heads())
-    have, want = _ancestry(script, current), _ancestry(script, target)
-    unknown = [r for r in current if r not in have]
-    if unknown:
+    try:
+        have = _ancestry(script, current)
+    except CommandError:
+        have = set()
+    want = _ancestry(script, target)
+    if any(r not in have for r in current):
         raise OperatorError(
             f"The database is at revision {', '.join(current)}, which this Alembic project does not know.",
             "Deploy the code that contains that revision, or check you point at the right database/project.",

@@ -128,7 +128,7 @@ def lint_sql(sql: str) -> list[dict[str, Any]]:
                     add(line, "foreign-key-validation", "warn",
                         f"Adding a foreign key to existing table {table} scans it while blocking writes; add it "
                         "NOT VALID, then VALIDATE CONSTRAINT in a later step.", stmt)
-        whole = _WHOLE_TABLE_WRITE.match(stmt)
+        whole = _WHOLE_TABLE_WRITE.match(stmt.rstrip(";"))
         if whole and _name(whole.group(2)) not in new_tables and "alembic_version" not in stmt.lower():
             add(line, "whole-table-write", "warn",
                 f"{whole.group(1).split()[0].upper()} without WHERE touches every row of {_name(whole.group(2))} "

@@ -89,7 +89,7 @@ def run_module(
     if check:
         cmd.append("--check")
     run_env = ansible_env({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-                           "ANSIBLE_CALLBACKS_ENABLED": ""})
+                           "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json"})
     run_env.update(env or {})
     proc = subprocess.run(cmd, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=timeout)
     try:

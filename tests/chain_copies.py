@@ -1,0 +1,57 @@
+"""Copies of the release_manager chain with extra revisions on top, for fault and lock tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from support import ROOT
+
+HEAD = "9c2b3f1a4e5d"
+
+GOOD_REVISION = '''"""test: a good revision on top of head (users.nickname)"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "f00d00000001"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("users", sa.Column("nickname", sa.String(50)))
+
+
+def downgrade():
+    op.drop_column("users", "nickname")
+'''
+
+BROKEN_REVISION = '''"""test: a revision that fails half way (creates a table, then violates NOT NULL)"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "f00d00000002"
+down_revision = "f00d00000001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("audit_log", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("UPDATE users SET email = NULL")
+
+
+def downgrade():
+    op.drop_table("audit_log")
+'''
+
+
+def chain_copy(tmp_path: Path, *revisions: str) -> Path:
+    """Copy alembic/, alembic.ini and release_manager/ to tmp_path, add revisions; return the ini."""
+    for name in ("alembic", "release_manager"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "alembic.ini", tmp_path / "alembic.ini")
+    for index, text in enumerate(revisions):
+        (tmp_path / "alembic" / "versions" / f"f00d0000000{index + 1}_test.py").write_text(text.format(down=HEAD))
+    return tmp_path / "alembic.ini"
