@@ -23,7 +23,8 @@ def test_concurrent_index_in_an_autocommit_block_is_fine():
 
 def test_update_limit_and_commit_in_do_block_are_errors():
     sql = (
-        "BEGIN;\nDO $$\nBEGIN\n  FOR counter IN 1..10 LOOP\n    UPDATE large_table SET c = 'x' WHERE c IS NULL LIMIT 100000;\n"
+        "BEGIN;\nDO $$\nBEGIN\n  FOR counter IN 1..10 LOOP\n"
+        "    UPDATE large_table SET c = 'x' WHERE c IS NULL LIMIT 100000;\n"
         "    COMMIT;\n  END LOOP;\nEND $$;\nCOMMIT;\n"
     )
     found = rules(sql)
