@@ -67,6 +67,11 @@ options:
       - A schema snapshot returned earlier as RV(schema). The differences from the live schema are
         in RV(schema_diff).
     type: dict
+  free_space_path:
+    description:
+      - A directory on this host (the backup directory); its free space is returned as RV(free_space),
+        for the pre-backup free-space check. The directory need not exist yet.
+    type: path
 attributes:
   check_mode:
     support: full
@@ -166,6 +171,12 @@ schema:
     views: {}
     sequences: {}
     enums: {deployment_status: [pending, running, succeeded, failed]}
+free_space:
+  description:
+    - Free space where O(free_space_path) is (or its nearest existing parent) - C(path), C(free_bytes).
+  returned: when O(free_space_path) is set
+  type: dict
+  sample: {path: /var/backups/release_manager, free_bytes: 52613349376}
 schema_diff:
   description:
     - Differences between this database (C(live)) and O(compare_with) or O(expected_schema)
@@ -241,7 +252,7 @@ monitoring:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.db_inspect import inspect_database
+from ansible.module_utils.db_inspect import free_space, inspect_database
 from ansible.module_utils.operator_error import OperatorError
 from ansible.module_utils.pg_connection import redact, secrets_of
 
@@ -257,6 +268,7 @@ def main() -> None:
             "version_table": {"type": "str", "default": "alembic_version"},
             "compare_with": {"type": "str", "no_log": True},
             "expected_schema": {"type": "dict"},
+            "free_space_path": {"type": "path"},
         },
         mutually_exclusive=[("compare_with", "expected_schema")],
         supports_check_mode=True,
@@ -274,6 +286,8 @@ def main() -> None:
             compare_with=params["compare_with"],
             expected_schema=params["expected_schema"],
         )
+        if params["free_space_path"]:
+            facts["free_space"] = free_space(params["free_space_path"])
     except OperatorError as err:
         module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets),
                          **redact(err.details, secrets))

@@ -647,3 +647,17 @@ def inspect_database(
     if not schema:
         facts["schema"] = None
     return facts
+
+
+def free_space(path: str) -> dict:
+    """Free bytes on the filesystem that holds ``path`` (or its nearest existing parent)."""
+    import os
+    import shutil
+
+    probe = os.path.abspath(os.path.expanduser(path))
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    return {"path": path, "free_bytes": shutil.disk_usage(probe).free}
