@@ -68,7 +68,7 @@ def test_migrate_to_head_then_second_run_changes_nothing(new_database, workdir):
     preview = (run_dir / "preview.sql").read_text()
     assert "CREATE TABLE users" in preview
     assert "9c2b3f1a4e5d" in preview
-    assert "migrated" in (run_dir / "report.md").read_text()
+    assert "**MIGRATED**" in (run_dir / "report.md").read_text()
 
 
 def test_dry_run_saves_the_preview_and_changes_nothing(new_database, workdir):
