@@ -125,7 +125,7 @@ def bench_backup(url: str, bin_dir: str, out: Path) -> dict:
 
 
 def bench_restore(url: str, admin_url: str, bin_dir: str, backup_dir: Path, runbook_file: Path) -> None:
-    from ansible.module_utils.pg_connection import libpq_env, libpq_url  # type: ignore
+    from ansible.module_utils.pg_connection import libpq_env, libpq_url, parse_url  # type: ignore
 
     target = with_database(admin_url, "bench_restore_runbook")
     execute(admin_url, 'DROP DATABASE IF EXISTS "bench_restore_runbook"')
@@ -137,7 +137,7 @@ def bench_restore(url: str, admin_url: str, bin_dir: str, backup_dir: Path, runb
         name = f"bench_restore_{fmt_dir}"
         execute(admin_url, f'DROP DATABASE IF EXISTS "{name}"')
         result = run_module("pg_restore", {"url": with_database(admin_url, name), "src": str(backup_dir / fmt_dir),
-                                           "source_database": url.rsplit("/", 1)[-1].split("?")[0],
+                                           "source_database": parse_url(url).dbname,
                                            "jobs": 2, "pg_bin_dir": bin_dir})
         assert result.rc == 0, result.output[-2000:]
         rows[label] = {"seconds": result.result["duration_s"],

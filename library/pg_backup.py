@@ -1,0 +1,236 @@
+#!/usr/bin/python
+# MIT License
+"""Ansible module: take a timestamped, verified PostgreSQL backup with a manifest."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pg_backup
+short_description: Take a timestamped, verified PostgreSQL backup with a JSON manifest
+description:
+  - Runs C(pg_dump) against the database named in O(url) and writes
+    C(<database>-<UTC %Y%m%dT%H%M%SZ>[-label].<ext>) into O(dest), where ext is C(dump) (custom),
+    C(dir) (directory), C(sql.gz) or C(sql) (plain) or C(tar).
+  - The backup is written as C(<name>.partial) and renamed only after C(pg_dump) succeeded and the
+    written bytes were verified; a failed or interrupted backup is removed and never looks finished.
+  - Beside it, C(<name>.manifest.json) records the database, server and client versions, the Alembic
+    revision at backup time, size, sha256 (per file for the directory format) and durations. A backup
+    without a manifest does not count as verified.
+  - Refuses, before dumping, a C(pg_dump) older than the server and names both versions. Client tools are
+    taken from O(pg_bin_dir), else the first of PATH, the embedded server's tools, and
+    C(/usr/lib/postgresql/*/bin) (newest first) that is at least as new as the server.
+  - The password travels only in the environment of C(pg_dump) (C(PGPASSWORD)), never on a command line,
+    and is masked in every message.
+version_added: "1.0.0"
+options:
+  url:
+    description: C(postgresql://) URL of the database to back up.
+    type: str
+    required: true
+  dest:
+    description: Directory that keeps the backups; created if missing.
+    type: path
+    required: true
+  format:
+    description:
+      - C(custom) (one file, compressed, parallel restore), C(directory) (one file per table, parallel
+        dump and restore), C(plain) (SQL text, gzip-compressed by default, as the runbook's
+        C(pg_dump | gzip)) or C(tar).
+    type: str
+    choices: [custom, directory, plain, tar]
+    default: custom
+  compression:
+    description:
+      - C(none), C(gzip:N), C(lz4[:N]), C(zstd[:N]) or a bare level (C(0) = none, C(1)-C(9) = gzip).
+      - Defaults to C(gzip:1) (fast, most of the gain); C(none) for O(format=tar), which cannot be compressed.
+      - lz4 and zstd need C(pg_dump) 16 or later built with them (the embedded pgserver build is not); the
+        module probes the client and fails clearly before dumping. O(format=plain) takes gzip or none.
+    type: str
+  jobs:
+    description: Parallel C(pg_dump) jobs; used by O(format=directory) only.
+    type: int
+    default: 2
+  verify:
+    description:
+      - Verify the written backup before giving it its final name. Archive formats are listed with
+        C(pg_restore --list) and read in full; plain dumps must decompress fully and end with
+        C(-- PostgreSQL database dump complete).
+    type: bool
+    default: true
+  keep:
+    description:
+      - Keep this many finished backups of the same database in O(dest) and delete older ones with their
+        manifests (never the newest verified one, never the one just written). C(0) keeps all.
+      - Leftover C(.partial) backups of the database untouched for an hour are removed as well.
+    type: int
+    default: 0
+  label:
+    description: Short tag added to the name and the manifest (letters, digits, C(.) and C(_)), e.g. C(pre_release_42).
+    type: str
+  pg_bin_dir:
+    description: Directory holding C(pg_dump) and C(pg_restore) to use instead of searching.
+    type: path
+  version_table:
+    description: Alembic version table (optionally C(schema.table)) whose revision is recorded.
+    type: str
+    default: alembic_version
+  max_age:
+    description:
+      - Seconds. When greater than 0 and the newest verified backup of the same database in O(dest) is younger,
+        return that backup (RV(reused=true), not changed) and take none.
+    type: int
+    default: 0
+attributes:
+  check_mode:
+    support: full
+    details: Connects and checks the client and server versions, returns the path it would write, writes nothing.
+notes:
+  - Restore with M(pg_restore), which checks the manifest checksum first.
+author: release-migrations maintainers
+"""
+
+EXAMPLES = r"""
+- name: Back up before the migration (custom format, gzip:1), keep the last 7
+  pg_backup:
+    url: "{{ rm_database_url }}"
+    dest: /var/backups/release_manager
+    label: pre_release
+    keep: 7
+  register: rm_backup
+
+- name: Big database - directory format, 4 parallel jobs, zstd (PostgreSQL 16 client with zstd)
+  pg_backup:
+    url: "{{ rm_database_url }}"
+    dest: /var/backups/release_manager
+    format: directory
+    jobs: 4
+    compression: zstd:3
+
+- name: Runbook parity - plain SQL + gzip; reuse a backup taken in the last 30 minutes
+  pg_backup:
+    url: "{{ rm_database_url }}"
+    dest: /var/backups/release_manager
+    format: plain
+    max_age: 1800
+"""
+
+RETURN = r"""
+path:
+  description: The backup (file, or directory for the directory format).
+  returned: always
+  type: str
+  sample: /var/backups/release_manager/release_manager-20240501T120000Z-pre_release.dump
+manifest_path:
+  description: The manifest beside the backup.
+  returned: always
+  type: str
+  sample: /var/backups/release_manager/release_manager-20240501T120000Z-pre_release.dump.manifest.json
+manifest:
+  description:
+    - The manifest (format_version, database, host, server_version, client_version, alembic_revision,
+      alembic_revisions, label, format, compression, jobs, path, size_bytes, sha256, files (directory
+      format), started_at, finished_at, duration_s, dump_duration_s, verified, verify_method, table_count,
+      database_size_bytes). In check mode, the fields known before dumping.
+  returned: always
+  type: dict
+size_bytes:
+  description: Size of the backup on disk (null in check mode).
+  returned: always
+  type: int
+  sample: 12897321
+sha256:
+  description: sha256 of the file; for the directory format, of its sorted C(relpath:sha256) lines.
+  returned: always
+  type: str
+duration_s:
+  description: Seconds the module took.
+  returned: always
+  type: float
+format:
+  description: Backup format.
+  returned: always
+  type: str
+  sample: custom
+compression:
+  description: Compression used, canonical spelling.
+  returned: always
+  type: str
+  sample: gzip:1
+database:
+  description: Database backed up.
+  returned: always
+  type: str
+  sample: release_manager
+alembic_revision:
+  description: Alembic revision at backup time (comma-joined when several heads), null without a version table.
+  returned: always
+  type: str
+  sample: 3f2a9c1b7d4e
+server_version:
+  description: PostgreSQL server version.
+  returned: always
+  type: str
+  sample: "16.2"
+client_version:
+  description: Version of the pg_dump used.
+  returned: always
+  type: str
+  sample: "16.2"
+removed:
+  description: Paths deleted by retention (old backups, their manifests, stale .partial leftovers).
+  returned: always
+  type: list
+  elements: str
+reused:
+  description: True when a verified backup younger than O(max_age) was returned instead of taking one.
+  returned: always
+  type: bool
+msg:
+  description: One line for the operator.
+  returned: always
+  type: str
+  sample: Backed up release_manager (12.3 MiB) to /var/backups/release_manager/release_manager-....dump in 1.2 s
+"""
+
+from ansible.module_utils.backup_runner import BackupRequest, run_backup
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.operator_error import OperatorError
+from ansible.module_utils.pg_connection import redact, secrets_of
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "url": {"type": "str", "required": True, "no_log": True},
+            "dest": {"type": "path", "required": True},
+            "format": {"type": "str", "choices": ["custom", "directory", "plain", "tar"], "default": "custom"},
+            "compression": {"type": "str"},
+            "jobs": {"type": "int", "default": 2},
+            "verify": {"type": "bool", "default": True},
+            "keep": {"type": "int", "default": 0},
+            "label": {"type": "str"},
+            "pg_bin_dir": {"type": "path"},
+            "version_table": {"type": "str", "default": "alembic_version"},
+            "max_age": {"type": "int", "default": 0},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    secrets = secrets_of(p["url"])
+    request = BackupRequest(
+        url=p["url"], dest=p["dest"], format=p["format"], compression=p["compression"], jobs=p["jobs"],
+        verify=p["verify"], keep=p["keep"], label=p["label"], pg_bin_dir=p["pg_bin_dir"],
+        version_table=p["version_table"], max_age=p["max_age"], check=module.check_mode,
+    )
+    try:
+        result = run_backup(request)
+    except OperatorError as err:
+        module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets), **redact(err.details, secrets))
+    except KeyboardInterrupt as err:
+        module.fail_json(msg=f"Backup interrupted ({err}); the unfinished .partial was removed.")
+    module.exit_json(**redact(result, secrets))
+
+
+if __name__ == "__main__":
+    main()

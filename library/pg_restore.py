@@ -1,0 +1,241 @@
+#!/usr/bin/python
+# MIT License
+"""Ansible module: restore a pg_backup backup after checking its manifest checksum."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: pg_restore
+short_description: Restore a pg_backup backup into a PostgreSQL database, checksum first
+description:
+  - Restores a backup written by M(pg_backup) (custom, directory, tar or plain SQL) into the database
+    named in O(url), then reports the Alembic revision and the row count of every user table.
+  - O(src) is a backup, or a directory of backups; then the latest verified backup of O(source_database)
+    (by the manifest's C(finished_at)) is used.
+  - Before the target is touched, the manifest is read and the backup's sha256 (per file for the
+    directory format) compared with it. A modified or truncated backup is refused and the target is
+    not even created.
+  - Restores into a new database by default (created from C(template0)). A database that already has
+    user tables is restored over only with O(confirm=true); add O(clean=true) to drop and recreate it
+    first (C(DROP DATABASE ... WITH (FORCE)) on PostgreSQL 13+). Without O(clean), archive formats
+    replace the backup's objects in place (C(pg_restore --clean --if-exists)); plain SQL needs O(clean).
+  - After a restore the database carries the comment C(release-migrations restored <backup> sha256 <sha>);
+    a rerun with the same backup finds it and changes nothing (unless O(clean=true)).
+  - Archive formats load with C(pg_restore -j --exit-on-error); plain SQL is decompressed in Python
+    and streamed into C(psql -v ON_ERROR_STOP=1 --single-transaction). The password travels only in
+    the environment.
+version_added: "1.0.0"
+options:
+  url:
+    description: C(postgresql://) URL of the TARGET database.
+    type: str
+    required: true
+  src:
+    description: A backup path, or a directory of backups (latest verified backup of O(source_database)).
+    type: path
+    required: true
+  source_database:
+    description: Database the backups in an O(src) directory are of. Defaults to the target's name.
+    type: str
+  jobs:
+    description: Parallel C(pg_restore) jobs (custom and directory formats; tar restores with one).
+    type: int
+    default: 2
+  create:
+    description: Create the target database when it does not exist.
+    type: bool
+    default: true
+  clean:
+    description: Drop and recreate the target database first when it exists (needs O(confirm) if it has tables).
+    type: bool
+    default: false
+  confirm:
+    description: Required to restore over a database that has any user table. Set it on purpose, per run.
+    type: bool
+    default: false
+  no_owner:
+    description:
+      - Skip ownership and privileges (C(--no-owner --no-privileges); for plain SQL the C(OWNER TO),
+        C(GRANT) and C(REVOKE) statements are filtered out), so objects belong to the restoring user.
+    type: bool
+    default: true
+  pg_bin_dir:
+    description: Directory holding C(pg_restore) and C(psql) to use instead of searching.
+    type: path
+  verify_checksum:
+    description: Check the backup against its manifest first. C(false) also allows a backup without a manifest.
+    type: bool
+    default: true
+  count_rows:
+    description: Report exact C(count(*)) of every user table after the restore.
+    type: bool
+    default: true
+  load_settings:
+    description:
+      - Load with C(synchronous_commit=off) and C(maintenance_work_mem=256MB) (session settings through
+        C(PGOPTIONS)); faster index builds and commits. Safe because a failed restore is redone from scratch.
+    type: bool
+    default: true
+  version_table:
+    description: Alembic version table (optionally C(schema.table)) to read the revision from.
+    type: str
+    default: alembic_version
+  maintenance_db:
+    description: Database to connect to for creating and dropping the target.
+    type: str
+    default: postgres
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Resolves O(src), reads the manifest and verifies the checksum, looks at the target if reachable,
+        and reports what would happen. Touches nothing. Roles plan with it (RV(src), RV(manifest)).
+author: release-migrations maintainers
+"""
+
+EXAMPLES = r"""
+- name: Drill - restore the latest backup of release_manager into a scratch database
+  pg_restore:
+    url: "{{ rm_database_url | pg_with_database('release_manager_drill') }}"
+    src: /var/backups/release_manager
+    source_database: release_manager
+    clean: true
+    confirm: true
+  register: rm_restore
+
+- name: Plan a restore (check mode) and read the revision the backup holds
+  pg_restore:
+    url: "{{ rm_database_url }}"
+    src: /var/backups/release_manager
+  check_mode: true
+  register: rm_restore_plan
+
+- name: Last resort - restore production over itself (needs the confirmation variable)
+  pg_restore:
+    url: "{{ rm_database_url }}"
+    src: "{{ rm_backup.path }}"
+    clean: true
+    confirm: "{{ rm_restore_confirm | bool }}"
+    jobs: 4
+"""
+
+RETURN = r"""
+src:
+  description: The backup restored (resolved when O(src) was a directory).
+  returned: always
+  type: str
+  sample: /var/backups/release_manager/release_manager-20240501T120000Z.dump
+manifest:
+  description: The backup's manifest (see M(pg_backup)); null when absent and O(verify_checksum=false).
+  returned: always
+  type: dict
+database:
+  description: Target database.
+  returned: always
+  type: str
+  sample: release_manager_drill
+format:
+  description: Backup format.
+  returned: always
+  type: str
+  sample: custom
+sha256:
+  description: sha256 of the backup, checked against the manifest.
+  returned: always
+  type: str
+created:
+  description: The target database did not exist and was created (or would be, in check mode).
+  returned: always
+  type: bool
+cleaned:
+  description: The target database was dropped and recreated first.
+  returned: always
+  type: bool
+confirm_required:
+  description: Check mode only - the target has tables and O(confirm) is not set, so a real run would fail.
+  returned: check mode
+  type: bool
+duration_s:
+  description: Seconds for the whole module run.
+  returned: always
+  type: float
+restore_duration_s:
+  description: Seconds spent in pg_restore or psql only.
+  returned: always
+  type: float
+alembic_revision:
+  description: Alembic revision(s) found in the restored database (empty list without a version table).
+  returned: always
+  type: list
+  elements: str
+  sample: [3f2a9c1b7d4e]
+row_counts:
+  description: Exact row count per user table, keyed C(table) (public schema) or C(schema.table).
+  returned: always
+  type: dict
+  sample: {users: 120, releases: 42, alembic_version: 1}
+tables:
+  description: Number of user tables in the restored database.
+  returned: always
+  type: int
+  sample: 7
+server_version:
+  description: Target server version.
+  returned: always
+  type: str
+client_version:
+  description: Version of the client tools used.
+  returned: when a restore ran or was planned against a reachable server
+  type: str
+msg:
+  description: One line for the operator.
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.operator_error import OperatorError
+from ansible.module_utils.pg_connection import redact, secrets_of
+from ansible.module_utils.restore_runner import RestoreRequest, run_restore
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "url": {"type": "str", "required": True, "no_log": True},
+            "src": {"type": "path", "required": True},
+            "source_database": {"type": "str"},
+            "jobs": {"type": "int", "default": 2},
+            "create": {"type": "bool", "default": True},
+            "clean": {"type": "bool", "default": False},
+            "confirm": {"type": "bool", "default": False},
+            "no_owner": {"type": "bool", "default": True},
+            "pg_bin_dir": {"type": "path"},
+            "verify_checksum": {"type": "bool", "default": True},
+            "count_rows": {"type": "bool", "default": True},
+            "load_settings": {"type": "bool", "default": True},
+            "version_table": {"type": "str", "default": "alembic_version"},
+            "maintenance_db": {"type": "str", "default": "postgres"},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    secrets = secrets_of(p["url"])
+    request = RestoreRequest(
+        url=p["url"], src=p["src"], source_database=p["source_database"], jobs=p["jobs"], create=p["create"],
+        clean=p["clean"], confirm=p["confirm"], no_owner=p["no_owner"], pg_bin_dir=p["pg_bin_dir"],
+        verify_checksum=p["verify_checksum"], count_rows=p["count_rows"], load_settings=p["load_settings"],
+        version_table=p["version_table"], maintenance_db=p["maintenance_db"], check=module.check_mode,
+    )
+    try:
+        result = run_restore(request)
+    except OperatorError as err:
+        module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets), **redact(err.details, secrets))
+    except KeyboardInterrupt as err:
+        module.fail_json(msg=f"Restore interrupted ({err}); rerun with clean: true and confirm: true.")
+    module.exit_json(**redact(result, secrets))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Injected faults for pg_backup / pg_restore: damaged backups, wrong passwords, old clients, pg_dump dying.
+
+Each test proves the failure is loud and leaves nothing that looks finished: no restored (or even
+created) target from a damaged backup, no backup or manifest from a dump that died, no password in
+any output.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg2
+import pytest
+from ansible.module_utils.backup_manifest import manifest_path_for
+from ansible.module_utils.pg_connection import parse_url
+from conftest import run_module, url_with_credentials
+
+OLD_CLIENT = Path("/usr/lib/postgresql/15/bin")
+SEED_SQL = """
+CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL);
+INSERT INTO users (email) SELECT 'user' || g || '@example.com' FROM generate_series(1, 50) g;
+CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);
+INSERT INTO alembic_version VALUES ('1a2b3c4d5e6f');
+"""
+
+
+def sql(url: str, statement: str):
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def seeded_db(new_database):
+    url = new_database("rm_fault")
+    sql(url, SEED_SQL)
+    return url
+
+
+@pytest.fixture
+def target_db(pg_server):
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"rm_tgt_{uuid.uuid4().hex[:10]}")
+        return pg_server.url(names[-1])
+
+    yield make
+    for name in names:
+        pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def exists(pg_server, url: str) -> bool:
+    return bool(pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parse_url(url).dbname,)))
+
+
+def take_backup(url: str, dest: Path, **args) -> dict:
+    run = run_module("pg_backup", {"url": url, "dest": str(dest), **args})
+    assert run.rc == 0, run.output
+    return run.result
+
+
+def flip_byte(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 if offset is None else offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def wrapped_bin(tmp: Path, real_bin: str, pg_dump_body: str) -> str:
+    """A bin dir whose pg_dump runs ``pg_dump_body`` (with $REAL set) and whose other tools are the real ones."""
+    bin_dir = tmp / "wrapped-bin"
+    bin_dir.mkdir()
+    script = bin_dir / "pg_dump"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'REAL="{real_bin}/pg_dump"\n'
+        'if [ "$1" = "--version" ]; then exec "$REAL" --version; fi\n'
+        + pg_dump_body
+    )
+    script.chmod(0o755)
+    for tool in ("pg_restore", "psql"):
+        os.symlink(Path(real_bin) / tool, bin_dir / tool)
+    return str(bin_dir)
+
+
+# --- damaged backups -----------------------------------------------------------------------------------
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("fmt", ["custom", "plain", "tar"])
+def test_backup_with_a_flipped_byte_is_refused_and_target_not_created(fmt, seeded_db, target_db, workdir,
+                                                                      pg_server):
+    backup = take_backup(seeded_db, workdir, format=fmt)
+    flip_byte(Path(backup["path"]))
+    target = target_db()
+
+    run = run_module("pg_restore", {"url": target, "src": backup["path"]})
+
+    assert run.rc != 0
+    assert "checksum mismatch" in run.result["msg"]
+    assert "modified or truncated after it was written" in run.result["msg"]
+    assert "take another backup" in run.result["hint"].lower()
+    assert not exists(pg_server, target)
+
+
+@pytest.mark.db
+def test_directory_backup_with_a_damaged_file_is_refused_naming_the_file(seeded_db, target_db, workdir, pg_server):
+    backup = take_backup(seeded_db, workdir, format="directory")
+    data_file = next(p for p in Path(backup["path"]).iterdir() if p.name != "toc.dat")
+    flip_byte(data_file, offset=5)
+    target = target_db()
+
+    run = run_module("pg_restore", {"url": target, "src": backup["path"]})
+
+    assert run.rc != 0
+    assert "checksum mismatch" in run.result["msg"] and data_file.name in run.result["msg"]
+    assert not exists(pg_server, target)
+
+
+@pytest.mark.db
+def test_truncated_backup_is_refused_also_in_check_mode(seeded_db, target_db, workdir, pg_server):
+    backup = take_backup(seeded_db, workdir)
+    path = Path(backup["path"])
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+    target = target_db()
+
+    for check in (True, False):
+        run = run_module("pg_restore", {"url": target, "src": str(path)}, check=check)
+        assert run.rc != 0
+        assert "checksum mismatch" in run.result["msg"] and "bytes on disk" in run.result["msg"]
+    assert not exists(pg_server, target)
+
+
+@pytest.mark.db
+def test_damaged_newest_backup_in_a_directory_is_not_skipped_silently(seeded_db, target_db, workdir, pg_server):
+    """`src: <dir>` picks the newest verified backup; if its bytes changed, the restore fails, loudly."""
+    take_backup(seeded_db, workdir, label="older")
+    newest = take_backup(seeded_db, workdir, label="newer")
+    flip_byte(Path(newest["path"]))
+    target = target_db()
+
+    run = run_module("pg_restore", {"url": target, "src": str(workdir),
+                                    "source_database": parse_url(seeded_db).dbname})
+
+    assert run.rc != 0 and "checksum mismatch" in run.result["msg"] and "newer" in run.result["msg"]
+    assert not exists(pg_server, target)
+
+
+# --- credentials ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.db
+def test_wrong_password_fails_without_showing_any_password(seeded_db, password_role, target_db, workdir,
+                                                           pg_server):
+    user, password = password_role
+    wrong = f"Wr0ng-{uuid.uuid4().hex[:12]}"
+    bad_url = url_with_credentials(seeded_db, user, wrong)
+    good = take_backup(seeded_db, workdir)
+
+    backup = run_module("pg_backup", {"url": bad_url, "dest": str(workdir / "b")})
+    target = target_db()
+    restore = run_module("pg_restore", {"url": url_with_credentials(target, user, wrong), "src": good["path"]})
+
+    for run in (backup, restore):
+        assert run.rc != 0
+        assert "password authentication failed" in run.result["msg"]
+        assert f"user '{user}'" in run.result["hint"]
+        assert wrong not in run.output and password not in run.output
+    assert not (workdir / "b").exists()
+    assert not exists(pg_server, target)
+
+
+@pytest.mark.db
+def test_password_reaches_pg_dump_only_through_its_environment(seeded_db, password_role, target_db, workdir,
+                                                               pg_server):
+    user, password = password_role
+    spy_log = workdir / "pg_dump-argv.txt"
+    spy = wrapped_bin(workdir, pg_server.bin_dir, (
+        f'echo "ARGS: $*" >> "{spy_log}"\n'
+        f'[ -n "$PGPASSWORD" ] && echo "PGPASSWORD set" >> "{spy_log}"\n'
+        'exec "$REAL" "$@"\n'
+    ))
+    url = url_with_credentials(seeded_db, user, password)
+
+    backup = run_module("pg_backup", {"url": url, "dest": str(workdir / "b"), "pg_bin_dir": spy})
+    assert backup.rc == 0, backup.output
+    restore = run_module("pg_restore", {"url": url_with_credentials(target_db(), user, password),
+                                        "src": backup.result["path"]})
+    assert restore.rc == 0, restore.output
+
+    log = spy_log.read_text()
+    assert "ARGS:" in log and "PGPASSWORD set" in log
+    assert password not in log  # never on a command line
+    for run in (backup, restore):
+        assert password not in run.output
+    assert password not in manifest_path_for(backup.result["path"]).read_text()
+
+
+# --- client tools --------------------------------------------------------------------------------------
+
+
+@pytest.mark.db
+def test_client_older_than_server_is_refused_before_dumping(seeded_db, target_db, workdir, pg_server):
+    if not (OLD_CLIENT / "pg_dump").exists():
+        pytest.skip(f"no old client tools in {OLD_CLIENT}")
+    old_version = OLD_CLIENT.parent.name
+    if pg_server.major <= int(old_version):
+        pytest.skip(f"server {pg_server.version} is not newer than client {old_version}")
+    dest = workdir / "b"
+
+    run = run_module("pg_backup", {"url": seeded_db, "dest": str(dest), "pg_bin_dir": str(OLD_CLIENT)})
+
+    assert run.rc != 0
+    msg = run.result["msg"]
+    assert f"pg_dump {old_version}." in msg and f"older than the server {pg_server.version}" in msg
+    assert "pg_bin_dir" in run.result["hint"] and f"postgresql-client-{pg_server.major}" in run.result["hint"]
+    assert not dest.exists()
+
+    good = take_backup(seeded_db, workdir)
+    target = target_db()
+    restore = run_module("pg_restore", {"url": target, "src": good["path"], "pg_bin_dir": str(OLD_CLIENT)})
+    assert restore.rc != 0 and f"older than the server {pg_server.version}" in restore.result["msg"]
+    assert not exists(pg_server, target)
+
+
+# --- pg_dump dying -------------------------------------------------------------------------------------
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("fmt", ["custom", "plain", "directory"])
+def test_pg_dump_dying_midway_leaves_no_backup_and_no_manifest(fmt, seeded_db, workdir, pg_server):
+    # The wrapper lets pg_dump write part of its output, then dies by SIGKILL like an OOM kill would.
+    body = (
+        'case "$*" in *-Fd*) "$REAL" "$@"; kill -9 $$ ;; esac\n'
+        '"$REAL" "$@" | head -c 700\n'
+        'kill -9 $$\n'
+    )
+    dying = wrapped_bin(workdir, pg_server.bin_dir, body)
+    dest = workdir / "b"
+
+    run = run_module("pg_backup", {"url": seeded_db, "dest": str(dest), "format": fmt, "pg_bin_dir": dying})
+
+    assert run.rc != 0
+    assert "pg_dump failed" in run.result["msg"]
+    assert sorted(p.name for p in dest.iterdir()) == []  # no backup, no manifest, no .partial
+
+
+@pytest.mark.db
+def test_backend_terminated_during_dump_leaves_no_backup(seeded_db, workdir, pg_server):
+    """A real pg_dump loses its server connection half way (here: while waiting for a table lock)."""
+    database = parse_url(seeded_db).dbname
+    dest = workdir / "b"
+    locker = psycopg2.connect(seeded_db)
+    try:
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(run_module, "pg_backup", {"url": seeded_db, "dest": str(dest)})
+            deadline = time.monotonic() + 60
+            terminated = False
+            while time.monotonic() < deadline and not future.done():
+                waiting = pg_server.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'", (database,))
+                if waiting:
+                    pg_server.execute("SELECT pg_terminate_backend(%s)", (waiting[0][0],))
+                    terminated = True
+                    break
+                time.sleep(0.1)
+            locker.rollback()
+            run = future.result(timeout=120)
+    finally:
+        locker.close()
+
+    assert terminated, run.output
+    assert run.rc != 0
+    assert "pg_dump failed" in run.result["msg"]
+    assert sorted(p.name for p in dest.iterdir()) == []

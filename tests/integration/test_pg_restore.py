@@ -1,0 +1,258 @@
+"""pg_restore on a real PostgreSQL, through the real `ansible` ad-hoc command.
+
+Round trips backup -> restore in every format, idempotence through the database comment, the confirm
+gate, check mode, and `src` as a directory of backups.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg2
+import pytest
+from ansible.module_utils.backup_manifest import manifest_path_for
+from ansible.module_utils.pg_connection import parse_url
+from ansible.module_utils.restore_runner import strip_owner_statements
+from conftest import run_module
+
+REVISION = "1a2b3c4d5e6f"
+SEED_SQL = f"""
+CREATE TABLE users (id serial PRIMARY KEY, email text NOT NULL UNIQUE);
+CREATE TABLE releases (id serial PRIMARY KEY, user_id int REFERENCES users(id), metadata jsonb);
+CREATE INDEX releases_metadata ON releases USING gin (metadata);
+CREATE SCHEMA audit;
+CREATE TABLE audit.events (id int PRIMARY KEY, note text);
+INSERT INTO users (email) VALUES ('ada@example.com'), ('bob@example.com'), ('cy@example.com');
+INSERT INTO releases (user_id, metadata) VALUES (1, '{{"v": 1}}'), (2, '{{"v": 2}}');
+INSERT INTO audit.events VALUES (1, 'seeded');
+CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);
+INSERT INTO alembic_version VALUES ('{REVISION}');
+"""
+EXPECTED_COUNTS = {"users": 3, "releases": 2, "audit.events": 1, "alembic_version": 1}
+
+
+def sql(url: str, statement: str):
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def seeded_db(new_database):
+    url = new_database("rm_src")
+    sql(url, SEED_SQL)
+    return url
+
+
+@pytest.fixture
+def target_db(pg_server):
+    """Factory: URL of a database that does not exist yet; dropped afterwards if a test created it."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"rm_tgt_{uuid.uuid4().hex[:10]}")
+        return pg_server.url(names[-1])
+
+    yield make
+    for name in names:
+        pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def exists(pg_server, url: str) -> bool:
+    return bool(pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parse_url(url).dbname,)))
+
+
+def backup(url: str, dest, **args) -> dict:
+    run = run_module("pg_backup", {"url": url, "dest": str(dest), **args})
+    assert run.rc == 0, run.output
+    return run.result
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("fmt", ["custom", "directory", "plain", "tar"])
+def test_round_trip_in_every_format_restores_same_rows_and_revision(fmt, seeded_db, target_db, workdir, pg_server):
+    taken = backup(seeded_db, workdir, format=fmt)
+    assert taken["alembic_revision"] == REVISION
+    target = target_db()
+
+    run = run_module("pg_restore", {"url": target, "src": taken["path"]})
+
+    assert run.rc == 0, run.output
+    result = run.result
+    assert result["changed"] is True and result["created"] is True and result["cleaned"] is False
+    assert result["src"] == taken["path"]
+    assert result["format"] == fmt
+    assert result["alembic_revision"] == [REVISION]
+    assert result["row_counts"] == EXPECTED_COUNTS
+    assert result["tables"] == 4
+    assert result["restore_duration_s"] <= result["duration_s"]
+    query = "SELECT u.email, r.metadata->>'v' FROM users u LEFT JOIN releases r ON r.user_id = u.id ORDER BY 1"
+    assert sql(target, query) == sql(seeded_db, query)
+    comment = pg_server.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                                (parse_url(target).dbname,))[0][0]
+    assert comment == f"release-migrations restored {taken['manifest']['path']} sha256 {taken['sha256']}"
+
+    again = run_module("pg_restore", {"url": target, "src": taken["path"]})
+    assert again.rc == 0, again.output
+    assert again.result["changed"] is False
+    assert again.result["row_counts"] == EXPECTED_COUNTS
+
+
+@pytest.mark.db
+def test_restore_over_non_empty_database_without_confirm_is_refused(seeded_db, workdir):
+    taken = backup(seeded_db, workdir)
+    sql(seeded_db, "INSERT INTO users (email) VALUES ('new@example.com')")
+
+    run = run_module("pg_restore", {"url": seeded_db, "src": taken["path"]})
+
+    assert run.rc != 0
+    assert "already has 4 user table(s)" in run.result["msg"]
+    assert "confirm: true" in run.result["msg"]
+    assert sql(seeded_db, "SELECT count(*) FROM users") == [(4,)]  # untouched
+
+
+@pytest.mark.db
+def test_clean_and_confirm_drop_and_recreate_the_target(seeded_db, target_db, workdir):
+    taken = backup(seeded_db, workdir)
+    target = target_db()
+    assert run_module("pg_restore", {"url": target, "src": taken["path"]}).rc == 0
+    sql(target, "CREATE TABLE stray (id int); DELETE FROM audit.events")
+
+    run = run_module("pg_restore", {"url": target, "src": taken["path"], "clean": True, "confirm": True})
+
+    assert run.rc == 0, run.output
+    assert run.result["changed"] is True and run.result["cleaned"] is True and run.result["created"] is False
+    assert run.result["row_counts"] == EXPECTED_COUNTS  # stray gone, events back
+
+
+@pytest.mark.db
+def test_confirm_without_clean_replaces_backup_objects_in_place(seeded_db, workdir):
+    taken = backup(seeded_db, workdir, format="directory")
+    sql(seeded_db, "DELETE FROM releases; DELETE FROM users WHERE id = 3")
+
+    run = run_module("pg_restore", {"url": seeded_db, "src": taken["path"], "confirm": True})
+
+    assert run.rc == 0, run.output
+    assert run.result["cleaned"] is False
+    assert run.result["row_counts"] == EXPECTED_COUNTS
+
+
+@pytest.mark.db
+def test_restore_into_existing_empty_database_needs_no_confirm(seeded_db, new_database, workdir):
+    taken = backup(seeded_db, workdir, format="plain")
+    empty = new_database("rm_empty")
+
+    run = run_module("pg_restore", {"url": empty, "src": taken["path"]})
+
+    assert run.rc == 0, run.output
+    assert run.result["created"] is False
+    assert run.result["row_counts"] == EXPECTED_COUNTS
+
+
+@pytest.mark.db
+def test_missing_target_with_create_false_is_an_error(seeded_db, target_db, workdir, pg_server):
+    taken = backup(seeded_db, workdir)
+    target = target_db()
+
+    run = run_module("pg_restore", {"url": target, "src": taken["path"], "create": False})
+
+    assert run.rc != 0
+    assert "does not exist and create is false" in run.result["msg"]
+    assert not exists(pg_server, target)
+
+
+@pytest.mark.db
+def test_check_mode_plans_from_the_manifest_and_touches_nothing(seeded_db, target_db, workdir, pg_server):
+    taken = backup(seeded_db, workdir)
+    target = target_db()
+
+    run = run_module("pg_restore", {"url": target, "src": str(workdir),
+                                    "source_database": parse_url(seeded_db).dbname}, check=True)
+
+    assert run.rc == 0, run.output
+    assert run.result["changed"] is True
+    assert run.result["src"] == taken["path"]
+    assert run.result["manifest"]["alembic_revision"] == REVISION
+    assert run.result["created"] is True
+    assert not exists(pg_server, target)
+
+
+@pytest.mark.db
+def test_src_directory_restores_latest_verified_backup_of_source_database(seeded_db, target_db, workdir):
+    backup(seeded_db, workdir, label="first")
+    sql(seeded_db, "UPDATE alembic_version SET version_num = 'ffff00001111'")
+    newest = backup(seeded_db, workdir, label="second")
+    unverified = backup(seeded_db, workdir, label="third")
+    manifest_path_for(unverified["path"]).unlink()  # no manifest: never "verified"
+    target = target_db()
+
+    run = run_module("pg_restore", {"url": target, "src": str(workdir),
+                                    "source_database": parse_url(seeded_db).dbname})
+
+    assert run.rc == 0, run.output
+    assert run.result["src"] == newest["path"]
+    assert run.result["alembic_revision"] == ["ffff00001111"]
+
+
+@pytest.mark.db
+def test_src_directory_without_backups_of_that_database_names_what_it_has(seeded_db, target_db, workdir):
+    backup(seeded_db, workdir)
+
+    run = run_module("pg_restore", {"url": target_db(), "src": str(workdir), "source_database": "nope"})
+
+    assert run.rc != 0
+    assert "No verified backup of database 'nope'" in run.result["msg"]
+    assert parse_url(seeded_db).dbname in run.result["msg"]
+
+
+@pytest.mark.db
+def test_backup_without_manifest_restores_only_with_verify_checksum_false(seeded_db, target_db, workdir):
+    taken = backup(seeded_db, workdir)
+    manifest_path_for(taken["path"]).unlink()
+    target = target_db()
+
+    refused = run_module("pg_restore", {"url": target, "src": taken["path"]})
+    assert refused.rc != 0 and "has no manifest" in refused.result["msg"]
+
+    run = run_module("pg_restore", {"url": target, "src": taken["path"], "verify_checksum": False})
+    assert run.rc == 0, run.output
+    assert run.result["manifest"] is None
+    assert run.result["row_counts"] == EXPECTED_COUNTS
+
+
+@pytest.mark.db
+def test_load_settings_reach_the_restore_session(seeded_db, target_db, workdir):
+    """PGOPTIONS carries the load settings: a plain dump that echoes them into a table proves they applied."""
+    taken = backup(seeded_db, workdir, format="plain", compression="none")
+    with open(taken["path"], "a") as handle:  # append after the dump (so restore unchecked)
+        handle.write("CREATE TABLE public.seen AS SELECT current_setting('synchronous_commit') AS sc, "
+                     "current_setting('maintenance_work_mem') AS mwm;\n")
+    target = target_db()
+
+    run = run_module("pg_restore", {"url": target, "src": taken["path"], "verify_checksum": False})
+
+    assert run.rc == 0, run.output
+    assert sql(target, "SELECT sc, mwm FROM public.seen") == [("off", "256MB")]
+
+
+def test_plain_owner_and_privilege_statements_are_skipped_outside_copy_data():
+    dump = [
+        b"CREATE TABLE public.t (x text);\n",
+        b"ALTER TABLE public.t OWNER TO app_owner;\n",
+        b"COPY public.t (x) FROM stdin;\n",
+        b"GRANT ALL ON t TO x;\n",
+        b"ALTER TABLE public.t OWNER TO data_not_sql;\n",
+        b"\\.\n",
+        b"GRANT SELECT ON TABLE public.t TO reporting;\n",
+        b"REVOKE ALL ON SCHEMA public FROM PUBLIC;\n",
+        b"ALTER DEFAULT PRIVILEGES FOR ROLE app GRANT SELECT ON TABLES TO reporting;\n",
+        b"ALTER SEQUENCE public.s OWNED BY public.t.id;\n",
+    ]
+    kept = list(strip_owner_statements(dump))
+    assert kept == [dump[0], dump[2], dump[3], dump[4], dump[5], dump[9]]
+    assert list(strip_owner_statements(dump, enabled=False)) == dump
