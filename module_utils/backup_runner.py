@@ -26,7 +26,8 @@ from ansible.module_utils.backup_manifest import (
     HashingWriter,
     backup_name,
     backup_size,
-    hash_directory,
+    directory_digest,
+    directory_files,
     iso,
     latest_verified,
     manifest_path_for,
@@ -34,11 +35,13 @@ from ansible.module_utils.backup_manifest import (
     remove_path,
     retention_victims,
     scan_backups,
+    sha256_file,
     stale_partials,
     utc_now,
     validate_label,
     write_manifest,
 )
+from ansible.module_utils.fast_gzip import GzipHashingSink, compress_data_files, describe
 from ansible.module_utils.operator_error import OperatorError
 from ansible.module_utils.pg_client_tools import (
     ClientTools,
@@ -60,7 +63,7 @@ _LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASS
 class BackupRequest:
     url: str
     dest: str
-    format: str = "custom"
+    format: str = "directory"
     compression: str | int | None = None  # None: gzip:1 (none for tar)
     jobs: int = 2
     verify: bool = True
@@ -70,6 +73,7 @@ class BackupRequest:
     version_table: str = "alembic_version"
     max_age: int = 0
     check: bool = False
+    verify_read: bool = False  # also read every byte back through pg_restore (slower, stronger)
 
 
 # --- small shared helpers (pg_restore uses them too) -------------------------------------------------
@@ -204,18 +208,20 @@ def _unique_path(dest: Path, database: str, fmt: str, comp: Compression, label: 
 
 
 def _stream_dump(cmd: list[str], env: dict[str, str], target: Path, gzip_level: int | None,
-                 secrets: list[str]) -> tuple[str, int]:
-    """Run pg_dump writing to stdout; hash and write (optionally gzip) its output to ``target``."""
+                 secrets: list[str]) -> tuple[str, int, bytes]:
+    """Run pg_dump writing to stdout; hash and write (optionally gzip) its output to ``target``.
+
+    Returns (sha256 and size of what was written, the last 4 KiB pg_dump produced)."""
+    tail = b""
     with tempfile.TemporaryFile() as errors, open(target, "xb") as raw:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env)
-        writer = HashingWriter(raw)
-        sink = gzip.GzipFile(filename="", mode="wb", compresslevel=gzip_level, fileobj=writer, mtime=0) \
-            if gzip_level else writer
+        writer = GzipHashingSink(raw, gzip_level) if gzip_level else HashingWriter(raw)
         try:
             while chunk := proc.stdout.read(_CHUNK):
-                sink.write(chunk)
-            if sink is not writer:
-                sink.close()
+                writer.write(chunk)
+                tail = (tail + chunk[-4096:])[-4096:]
+            if gzip_level:
+                writer.close()
             rc = proc.wait()
         except BaseException:
             proc.kill()
@@ -229,7 +235,7 @@ def _stream_dump(cmd: list[str], env: dict[str, str], target: Path, gzip_level: 
         stderr = errors.read().decode("utf-8", "replace")
     if rc != 0:
         raise tool_failure("pg_dump", rc, stderr, secrets, "See pg_dump's error above; nothing was kept.")
-    return writer.hexdigest, writer.size
+    return writer.hexdigest, writer.size, tail
 
 
 def verify_plain(path: Path, compressed: bool) -> None:
@@ -250,13 +256,23 @@ def verify_plain(path: Path, compressed: bool) -> None:
         )
 
 
-def verify_archive(path: Path, fmt: str, client: ClientTools) -> int:
-    """``pg_restore --list`` then a full read to /dev/null; returns the number of TABLE DATA entries."""
+def verify_archive(path: Path, fmt: str, client: ClientTools, read_all: bool = False) -> int:
+    """``pg_restore --list`` (and, for a directory, every data file the TOC names is there); with
+    ``read_all`` also a full read to /dev/null. Returns the number of TABLE DATA entries."""
     flag = {"custom": "-Fc", "tar": "-Ft", "directory": "-Fd"}[fmt]
     hint = "Take another backup; the archive is unreadable."
     listing = run_tool([client.path("pg_restore"), "--list", flag, str(path)], offline_env(), [], hint)
-    run_tool([client.path("pg_restore"), flag, "-f", os.devnull, str(path)], offline_env(), [], hint)
-    return sum(1 for line in listing.splitlines() if " TABLE DATA " in line)
+    data_ids = [line.split(";", 1)[0].strip() for line in listing.splitlines()
+                if " TABLE DATA " in line and not line.startswith(";")]
+    if fmt == "directory":
+        suffixes = ("", ".gz", ".lz4", ".zst")
+        missing = [i for i in data_ids if not any((path / f"{i}.dat{ext}").exists() for ext in suffixes)]
+        if missing:
+            raise OperatorError(f"Verification failed: data files of TOC entries {', '.join(missing[:5])} are missing.",
+                                hint)
+    if read_all:
+        run_tool([client.path("pg_restore"), flag, "-f", os.devnull, str(path)], offline_env(), [], hint)
+    return len(data_ids)
 
 
 def database_errors_explained(what: str):
@@ -342,30 +358,50 @@ def run_backup(req: BackupRequest) -> dict[str, Any]:
             dump_started = time.monotonic()
             cmd = [client.path("pg_dump"), "--no-password"]
             if req.format == "directory":
-                cmd += ["-Fd", "-j", str(req.jobs), *pg_dump_compression_args(comp, client.major, "directory"),
+                # gzip is done here, not by pg_dump (module_utils/fast_gzip.py says why).
+                ours = comp.method == "gzip"
+                dump_comp = parse_compression("none") if ours else comp
+                cmd += ["-Fd", "-j", str(req.jobs), *pg_dump_compression_args(dump_comp, client.major, "directory"),
                         "-f", str(partial)]
                 run_tool(cmd, env, secrets, "See pg_dump's error above; nothing was kept.")
                 dump_duration = time.monotonic() - dump_started
-                # Hash right away, while the files are still in the page cache.
-                sha256, files = hash_directory(partial, workers=max(4, req.jobs))
+                # Compress and hash in parallel right away, while the files are still in the page cache.
+                files = compress_data_files(partial, comp.level or 1, workers=req.jobs) if ours else {}
+                rest = [rel for rel in directory_files(partial) if rel not in files]
+                files.update(zip(rest, map(lambda rel: sha256_file(partial / rel), rest), strict=True))
+                sha256 = directory_digest(files)
                 size = backup_size(partial)
+                if ours:
+                    base_manifest["compressed_by"] = describe(comp.level or 1)
             else:
                 if req.format == "plain":
                     cmd += ["-Fp"]
-                    level = (comp.level or 6) if comp.compresses else None
+                    level = (comp.level or 1) if comp.compresses else None
+                    if level:
+                        base_manifest["compressed_by"] = describe(level)
                 else:
                     cmd += ["-Fc" if req.format == "custom" else "-Ft",
                             *pg_dump_compression_args(comp, client.major, req.format)]
                     level = None
-                sha256, size = _stream_dump(cmd, env, partial, level, secrets)
+                sha256, size, stream_tail = _stream_dump(cmd, env, partial, level, secrets)
                 dump_duration = time.monotonic() - dump_started
             if req.verify:
                 if req.format == "plain":
-                    verify_plain(partial, comp.compresses)
-                    verify_method = "gzip decode + completion marker" if comp.compresses else "completion marker"
+                    # Checked on the stream as it was written; re-reading the file is the optional deep check.
+                    if DUMP_COMPLETE_MARKER not in stream_tail:
+                        raise OperatorError(
+                            f"Verification failed: pg_dump's output for {path.name} does not end with its "
+                            "completion marker (the dump stopped early).",
+                            "Take another backup; check pg_dump's output and the server log.",
+                        )
+                    verify_method = "completion marker on the stream"
+                    if req.verify_read:
+                        verify_plain(partial, comp.compresses)
+                        verify_method += " + full decode"
                 else:
-                    verify_archive(partial, req.format, client)
-                    verify_method = "pg_restore --list + full read"
+                    verify_archive(partial, req.format, client, read_all=req.verify_read)
+                    verify_method = "pg_restore --list" + (" + full read" if req.verify_read else "") + (
+                        " + data files present" if req.format == "directory" else "")
             os.replace(partial, path)
     except BaseException:
         remove_path(partial)
