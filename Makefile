@@ -23,9 +23,10 @@ demo: db
 test: db
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
-# Database tests only, against the server in PG_TEST_DSN (CI: the machine's PostgreSQL 15).
+# The module and chain tests again, against the server in PG_TEST_DSN (CI: the machine's PostgreSQL 15).
+# Playbooks and molecule scenarios run once, in `make test`, on the embedded server.
 test-db: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m db
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m "db and not playbook and not molecule"
 
 lint: $(STAMP)
 	$(BIN)/ruff check library module_utils tests scripts bench alembic
