@@ -1,0 +1,318 @@
+"""AWX as code (playbooks/awx_configure.yml) and the AWX approval lookup (roles/preflight/tasks/awx_approval.yml),
+run with the real ansible-playbook and the awx.awx collection against the AWX API stand-in
+(tests/standins/awx_api.py), which refuses what AWX would refuse (unknown playbooks, bad surveys, prompts
+a template does not ask for, ...)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+import urllib.request
+
+import pytest
+import yaml
+from standins.awx_api import ApiError, AwxApiStandin
+from support import ROOT, run_playbook
+
+pytestmark = pytest.mark.playbook
+
+ADMIN_TOKEN = "standin-admin-token"
+READER_TOKEN = "standin-reader-token"
+SECRETS = {
+    "RM_STAGING_DB_PASSWORD": "staging-secret-4f1c",
+    "RM_PRODUCTION_DB_PASSWORD": "production-secret-9a2e",
+    "RM_AWX_APPROVAL_READER_TOKEN": READER_TOKEN,
+}
+RECAP = re.compile(r"^localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+# What each job template must run, where, and which variables its survey must ask for.
+EXPECTED_TEMPLATES = {
+    "migrate-staging": ("playbooks/migrate.yml", "release-migrations staging",
+                        {"target_revision", "dry_run", "maintenance_mode"}),
+    "migrate-production": ("playbooks/migrate.yml", "release-migrations production",
+                           {"target_revision", "dry_run", "maintenance_mode", "approved_by"}),
+    "rollback-production": ("playbooks/rollback.yml", "release-migrations production",
+                            {"rollback_steps", "rollback_to", "approved_by"}),
+    "restore-production": ("playbooks/restore.yml", "release-migrations production",
+                           {"backup_path", "confirm_restore", "approved_by"}),
+    "backup": ("playbooks/backup.yml", "release-migrations staging", set()),
+    "drill": ("playbooks/drill.yml", "release-migrations staging", {"backup_path", "drill_steps", "take_backup"}),
+}
+
+
+@pytest.fixture(scope="module")
+def awx():
+    users = {"admin": "admin-password", "reader": "reader-password", "carol": "carol-password",
+             "dave": "dave-password"}
+    with AwxApiStandin(project_root=ROOT, users=users,
+                       tokens={ADMIN_TOKEN: "admin", READER_TOKEN: "reader"}) as api:
+        yield api
+
+
+def controller_env(api: AwxApiStandin, token: str) -> dict:
+    return {"CONTROLLER_HOST": api.url, "CONTROLLER_OAUTH_TOKEN": token, "CONTROLLER_VERIFY_SSL": "false",
+            "CONTROLLER_USERNAME": "", "CONTROLLER_PASSWORD": "", "ANSIBLE_PIPELINING": "1"}
+
+
+@pytest.fixture(scope="module")
+def configured(awx):
+    """awx_configure.yml run twice against one controller: (first run, second run, the controller's state)."""
+    env = {**controller_env(awx, ADMIN_TOKEN), **SECRETS}
+    first = run_playbook("playbooks/awx_configure.yml", inventory="inventories/awx", env=env, timeout=300)
+    assert first.rc == 0, first.output[-4000:]
+    second = run_playbook("playbooks/awx_configure.yml", inventory="inventories/awx", env=env, timeout=300)
+    assert second.rc == 0, second.output[-4000:]
+    return first, second, awx.state()
+
+
+def by_name(state: dict, collection: str) -> dict[str, dict]:
+    return {o.get("name", o.get("identifier")): o for o in state[collection]}
+
+
+def name_of(state: dict, collection: str, obj_id: int | None) -> str | None:
+    return next((o["name"] for o in state[collection] if o["id"] == obj_id), None)
+
+
+def test_second_run_changes_nothing(configured):
+    first, second, _ = configured
+    ok, changed, unreachable, failed = map(int, RECAP.search(first.stdout).groups())
+    assert changed > 0 and failed == 0 and unreachable == 0
+    ok, changed, unreachable, failed = map(int, RECAP.search(second.stdout).groups())
+    assert (changed, failed) == (0, 0), second.stdout[-3000:]
+
+
+def test_job_templates_run_our_playbooks_on_the_environment_inventories(configured):
+    _, _, state = configured
+    templates = by_name(state, "job_templates")
+    assert set(templates) == set(EXPECTED_TEMPLATES)
+    project = by_name(state, "projects")["release-migrations"]
+    for name, (playbook, inventory, _) in EXPECTED_TEMPLATES.items():
+        jt = templates[name]
+        assert jt["playbook"] == playbook and (ROOT / playbook).is_file()
+        assert name_of(state, "inventories", jt["inventory"]) == inventory
+        assert jt["project"] == project["id"]
+        assert name_of(state, "execution_environments", jt["execution_environment"]) == "release-migrations-ee"
+        credentials = {name_of(state, "credentials", c) for c in jt["associations"]["credentials"]}
+        environment = "production" if "production" in inventory else "staging"
+        assert f"release-migrations {environment} database" in credentials
+    # The production templates read the approval from AWX; nothing else needs the reader.
+    for name, jt in templates.items():
+        readers = {name_of(state, "credentials", c) for c in jt["associations"]["credentials"]}
+        assert ("release-migrations approval reader" in readers) == name.endswith("-production")
+    # backup and drill serve both environments: inventory and credentials are asked at launch.
+    for name in ("backup", "drill"):
+        assert templates[name]["ask_inventory_on_launch"] and templates[name]["ask_credential_on_launch"]
+
+
+def test_inventories_come_from_the_repository_and_secrets_from_credentials(configured):
+    first, _, state = configured
+    sources = {name_of(state, "inventories", s["inventory"]): s for s in state["inventory_sources"]}
+    assert sources["release-migrations staging"]["source_path"] == "inventories/staging/hosts.yml"
+    assert sources["release-migrations production"]["source_path"] == "inventories/production/hosts.yml"
+    assert all(s["source"] == "scm" and s["update_on_launch"] for s in sources.values())
+    credentials = by_name(state, "credentials")
+    assert credentials["release-migrations production database"]["inputs"] == {"password": "$encrypted$"}
+    assert credentials["release-migrations approval reader"]["inputs"]["oauth_token"] == "$encrypted$"
+    ctype = by_name(state, "credential_types")["release-migrations database"]
+    assert ctype["injectors"] == {"extra_vars": {"vault_rm_db_password": "{{ password }}"}}
+    for secret in SECRETS.values():
+        assert secret not in first.output
+
+
+def test_surveys_ask_for_variables_the_playbooks_read(configured):
+    _, _, state = configured
+    code = "\n".join(p.read_text() for d in ("playbooks", "roles", "inventories") for p in (ROOT / d).rglob("*.yml")
+                     if "awx_config" not in p.parts and p.name != "awx_configure.yml")
+    for name, jt in by_name(state, "job_templates").items():
+        survey = jt["survey_spec"]
+        variables = {q["variable"] for q in survey["spec"]}
+        assert jt["survey_enabled"] and EXPECTED_TEMPLATES[name][2] <= variables, name
+        for variable in variables:
+            assert re.search(rf"\b{variable}\b", code), f"{name}'s survey asks for {variable}, which nothing reads"
+        # Only staging takes free extra variables: a production launch cannot switch a gate off.
+        assert jt["ask_variables_on_launch"] == (name == "migrate-staging"), name
+    restore = {q["variable"]: q for q in by_name(state, "job_templates")["restore-production"]["survey_spec"]["spec"]}
+    assert restore["confirm_restore"]["required"] and "default" not in restore["confirm_restore"]
+
+
+def test_workflow_goes_through_an_approval_before_production_and_rolls_back_on_failure(configured):
+    _, _, state = configured
+    workflow = by_name(state, "workflow_job_templates")["release-migration"]
+    nodes = {n["identifier"]: n for n in state["workflow_job_template_nodes"]
+             if n["workflow_job_template"] == workflow["id"]}
+    ids = {n["id"]: ident for ident, n in nodes.items()}
+
+    def runs(identifier):
+        return nodes[identifier]["summary_fields"]["unified_job_template"]
+
+    def edges(identifier, kind):
+        return {ids[i] for i in nodes[identifier][kind]}
+
+    assert runs("staging-migrate")["name"] == "migrate-staging"
+    assert runs("staging-verify")["name"] == "drill"
+    assert name_of(state, "inventories", nodes["staging-verify"]["inventory"]) == "release-migrations staging"
+    assert runs("production-migrate")["name"] == "migrate-production"
+    assert runs("production-rollback")["name"] == "rollback-production"
+    approvals = by_name(state, "workflow_approval_templates")
+    for identifier in ("approve-production", "approve-rollback"):
+        assert runs(identifier)["unified_job_type"] == "workflow_approval"
+        assert approvals[runs(identifier)["name"]]["timeout"] > 0
+
+    assert edges("staging-migrate", "success_nodes") == {"staging-verify"}
+    assert edges("staging-verify", "success_nodes") == {"approve-production"}
+    assert edges("approve-production", "success_nodes") == {"production-migrate"}
+    assert edges("production-migrate", "failure_nodes") == {"approve-rollback"}
+    assert edges("approve-rollback", "success_nodes") == {"production-rollback"}
+    # The only way into production is through its approval.
+    parents = {ident for ident, n in nodes.items() for kind in ("success_nodes", "failure_nodes", "always_nodes")
+               if nodes["production-migrate"]["id"] in n[kind]}
+    assert parents == {"approve-production"}
+    # The rollback goes to the revision given at launch (required), not a blind "-1".
+    survey = {q["variable"]: q for q in workflow["survey_spec"]["spec"]}
+    assert survey["rollback_to"]["required"] and workflow["survey_enabled"]
+
+
+def test_failures_and_approvals_notify(configured):
+    _, _, state = configured
+    notification = by_name(state, "notification_templates")["release-migrations alerts"]
+    assert notification["notification_type"] == "webhook"
+    workflow = by_name(state, "workflow_job_templates")["release-migration"]
+    assert workflow["associations"]["notification_templates_error"] == [notification["id"]]
+    assert workflow["associations"]["notification_templates_approvals"] == [notification["id"]]
+    for jt in state["job_templates"]:
+        assert jt["associations"]["notification_templates_error"] == [notification["id"]], jt["name"]
+
+
+def test_drill_runs_weekly_on_each_environment(configured):
+    _, _, state = configured
+    schedules = by_name(state, "schedules")
+    drill = by_name(state, "job_templates")["drill"]
+    for environment in ("staging", "production"):
+        schedule = schedules[f"drill-{environment}-weekly"]
+        assert schedule["unified_job_template"] == drill["id"] and schedule["enabled"]
+        assert re.match(r"^DTSTART:\d{8}T\d{6}Z RRULE:FREQ=WEEKLY;BYDAY=SU$", schedule["rrule"])
+        assert schedule["next_run"]
+        assert name_of(state, "inventories", schedule["inventory"]) == f"release-migrations {environment}"
+        assert [name_of(state, "credentials", c) for c in schedule["associations"]["credentials"]] == [
+            f"release-migrations {environment} database"]
+
+
+@pytest.mark.parametrize("change, refused", [
+    ({"playbook": "playbooks/not_in_the_project.yml"}, "playbook"),
+    ({"inventory": None}, "inventory"),
+    ({"extra_vars": "[1, 2]"}, "extra_vars"),
+])
+def test_the_standin_refuses_job_templates_awx_refuses(awx, configured, change, refused):
+    """The stand-in is only worth its green runs if it says no where AWX does."""
+    _, _, state = configured
+    jt = by_name(state, "job_templates")["migrate-staging"]
+    body = {"name": "refused", "project": jt["project"], "playbook": jt["playbook"], "inventory": jt["inventory"]}
+    with pytest.raises(ApiError) as err:
+        awx.handle("POST", "/api/v2/job_templates/", {}, {**body, **change}, "admin")
+    assert err.value.status == 400 and refused in err.value.body
+
+
+# --- the approval reaches the playbook --------------------------------------------------------------------
+
+GATE_PLAYBOOK = """
+- name: Run production's approval gate the way preflight does
+  hosts: all
+  gather_facts: false
+  vars:
+    rm_environment: production
+    preflight_require_approval: true
+    preflight_operation: drill   # only the approval gate applies
+  tasks:
+    - name: Gate
+      block:
+        - name: Gates
+          ansible.builtin.include_role:
+            name: preflight
+            tasks_from: gates
+      rescue:
+        - name: Keep the failure
+          ansible.builtin.set_fact:
+            gate_failure: "{{ ansible_failed_result.msg }}"
+      always:
+        - name: Write what the gate saw
+          ansible.builtin.copy:
+            content: >-
+              {{ {'approved_by': rm_approved_by | default(none), 'source': rm_approval_source | default(none),
+                  'failure': gate_failure | default(none)} | to_json }}
+            dest: "{{ out_dir }}/{{ inventory_hostname }}.json"
+            mode: "0600"
+"""
+
+
+def approve(api: AwxApiStandin, approval_id: int, user: str, password: str, action: str = "approve") -> None:
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(  # noqa: S310 (the local stand-in)
+        f"{api.url}/api/v2/workflow_approvals/{approval_id}/{action}/", data=b"{}", method="POST",
+        headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (the local stand-in)
+        assert response.status == 204
+
+
+@pytest.fixture(scope="module")
+def gate_results(awx, tmp_path_factory):
+    """One run, one host per case (facts are per host): what the approval gate decided for each."""
+    tmp = tmp_path_factory.mktemp("awx-approval")
+    approved = awx.add_workflow_job(approvals=[{"name": "approve-production"}])
+    approve(awx, awx.one("workflow_approvals", _workflow_job=approved)["id"], "carol", "carol-password")
+    denied = awx.add_workflow_job(approvals=[{"name": "approve-production", "status": "failed", "approver": "dave"}])
+    pending = awx.add_workflow_job(approvals=[{"name": "approve-production"}])
+    rollback = awx.add_workflow_job(approvals=[
+        {"name": "approve-production", "status": "successful", "approver": "carol"},
+        {"name": "approve-rollback", "status": "successful", "approver": "dave"}])
+    no_approval_node = awx.add_workflow_job(name="someone-elses-workflow")
+    cases = {
+        "approved": {"awx_workflow_job_id": approved},
+        "denied_but_typed": {"awx_workflow_job_id": denied, "approved_by": "mallory"},
+        "pending": {"awx_workflow_job_id": pending},
+        "rollback_after_second_approval": {"awx_workflow_job_id": rollback},
+        "workflow_without_approval_node": {"awx_workflow_job_id": no_approval_node, "approved_by": "erin"},
+        "outside_awx_typed": {"approved_by": "alice"},
+        "outside_awx_nothing": {},
+        "wrong_token": {"awx_workflow_job_id": approved, "preflight_awx_token": "not-a-token"},
+    }
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    inventory = tmp / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {
+        name: {**local, **hostvars, **({"awx_job_id": 900 + i} if "awx_workflow_job_id" in hostvars else {})}
+        for i, (name, hostvars) in enumerate(cases.items())}}}))
+    playbook = tmp / "gate.yml"
+    playbook.write_text(GATE_PLAYBOOK)
+    run = run_playbook(str(playbook), inventory=str(inventory), extra_vars={"out_dir": str(tmp)},
+                       env={**controller_env(awx, READER_TOKEN), "ANSIBLE_FORKS": "10"}, timeout=300)
+    assert run.rc == 0, run.output[-4000:]
+    assert READER_TOKEN not in run.output
+    return {name: json.loads((tmp / f"{name}.json").read_text()) for name in cases}
+
+
+def test_awx_approval_names_the_approver(gate_results):
+    assert gate_results["approved"] == {"approved_by": "carol", "source": "awx-approval", "failure": None}
+
+
+def test_latest_granted_approval_is_the_one_recorded(gate_results):
+    assert gate_results["rollback_after_second_approval"]["approved_by"] == "dave"
+
+
+# A timed-out approval is a failed one, as a denied one.
+@pytest.mark.parametrize("case", ["denied_but_typed", "pending"])
+def test_ungranted_awx_approval_fails_the_gate(gate_results, case):
+    result = gate_results[case]
+    assert result["approved_by"] is None and result["source"] is None
+    assert "needs an approval" in result["failure"]
+
+
+def test_approved_by_counts_outside_an_approval_workflow(gate_results):
+    assert gate_results["outside_awx_typed"] == {"approved_by": "alice", "source": "extra-var", "failure": None}
+    assert gate_results["workflow_without_approval_node"]["approved_by"] == "erin"
+    assert "needs an approval" in gate_results["outside_awx_nothing"]["failure"]
+
+
+def test_unreadable_approval_fails_with_the_reason(gate_results):
+    result = gate_results["wrong_token"]
+    assert result["approved_by"] is None and "HTTP 401" in result["failure"]
