@@ -111,7 +111,8 @@ def candidate_bin_dirs(tool: str = "pg_dump", path_env: str | None = None) -> li
     embedded = _embedded_bin_dir()
     if embedded:
         found.append(embedded)
-    found += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+    found += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)  # Debian
+    found += sorted(glob.glob("/usr/pgsql-*/bin"), key=_version_key, reverse=True)  # PGDG RPMs (the AWX EE)
     unique: list[str] = []
     seen: set[str] = set()
     for cand in found:
