@@ -113,11 +113,12 @@ def bench_backup(url: str, bin_dir: str, out: Path) -> dict:
     runbook_bytes = size_of(runbook_file)
     rows = {"runbook pg_dump | gzip": {"seconds": runbook_s, "bytes": runbook_bytes}}
     for label, args in {
-        "pg_backup default (directory -j 2, gzip:1)": {},
-        "pg_backup custom gzip:1": {"format": "custom", "compression": "gzip:1"},
-        "pg_backup plain gzip:1": {"format": "plain", "compression": "gzip:1"},
+        "pg_backup default (plain, gzip:1 by ISA-L)": {},
+        "pg_backup directory -j 2, gzip:1 by ISA-L": {"format": "directory", "jobs": 2},
+        "pg_backup directory -j 1, gzip:1 by ISA-L": {"format": "directory", "jobs": 1},
+        "pg_backup custom -Z gzip:1 (pg_dump's zlib)": {"format": "custom", "compression": "gzip:1"},
     }.items():
-        dest = out / ("default" if "default" in label else args["format"])
+        dest = out / ("default" if "default" in label else f"{args['format']}{args.get('jobs', '')}")
         result = run_module("pg_backup", {"url": url, "dest": str(dest), "pg_bin_dir": bin_dir, **args})
         assert result.rc == 0, result.output[-2000:]
         rows[label] = {"seconds": result.result["duration_s"], "bytes": result.result["size_bytes"],
@@ -138,7 +139,8 @@ def bench_restore(url: str, admin_url: str, bin_dir: str, backup_dir: Path, runb
     runbook_s = sh(f"gunzip -c '{runbook_file}' | '{bin_dir}/psql' -X -q -v ON_ERROR_STOP=1 '{libpq_url(target)}' "
                    f"> /dev/null", libpq_env(target))
     rows = {"runbook gunzip -c | psql": {"seconds": runbook_s}}
-    variants = {"pg_restore default (directory -j 2)": "default", "pg_restore custom -j 2": "custom"}
+    variants = {"pg_restore default (plain, psql stream)": "default", "pg_restore directory -j 2": "directory2",
+                "pg_restore custom -j 2": "custom"}
     for label, fmt_dir in variants.items():
         name = f"bench_restore_{fmt_dir}"
         execute(admin_url, f'DROP DATABASE IF EXISTS "{name}"')

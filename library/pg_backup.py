@@ -34,15 +34,17 @@ options:
     required: true
   format:
     description:
-      - C(directory) (one file per table; parallel dump and restore; gzip done by this module with
-        ISA-L, several times faster than pg_dump's zlib), C(custom) (one file, compressed by pg_dump,
-        parallel restore), C(plain) (SQL text, gzip-compressed, restorable with the runbook's
-        C(gunzip -c | psql)) or C(tar).
-      - The default is C(directory) because it is the fastest backup and restore on a small runner
-        (see BENCHMARKS.md); choose C(custom) when one file is easier to move around.
+      - C(plain) (SQL text streamed from C(pg_dump), gzip-compressed by this module with ISA-L and
+        hashed while it is written; restorable with the runbook's C(gunzip -c | psql) too),
+        C(directory) (one file per table, parallel dump and parallel restore; gzip by this module in
+        parallel after the dump), C(custom) (one file compressed by C(pg_dump); parallel restore) or
+        C(tar).
+      - The default is C(plain) because on a small runner it is the fastest backup at about the size of the
+        runbook's C(pg_dump | gzip) (see BENCHMARKS.md). Choose C(directory) for large databases with
+        many tables, where a parallel restore (C(jobs)) shortens an incident.
     type: str
     choices: [custom, directory, plain, tar]
-    default: directory
+    default: plain
   compression:
     description:
       - C(none), C(gzip:N), C(lz4[:N]), C(zstd[:N]) or a bare level (C(0) = none, C(1)-C(9) = gzip).
@@ -65,7 +67,8 @@ options:
   verify_read:
     description:
       - Also read the whole backup back (C(pg_restore -f /dev/null), or a full gzip decode for plain
-        dumps). Stronger, and costs about as long again as the dump's compression.
+        dumps are always decoded in full). Stronger, and costs about as long again as the dump's
+        compression.
     type: bool
     default: false
   keep:
@@ -101,7 +104,7 @@ author: release-migrations maintainers
 """
 
 EXAMPLES = r"""
-- name: Back up before the migration (directory format, 2 jobs, gzip:1), keep the last 7
+- name: Back up before the migration (plain SQL, gzip:1 by ISA-L), keep the last 7
   pg_backup:
     url: "{{ rm_database_url }}"
     dest: /var/backups/release_manager
@@ -214,7 +217,7 @@ def main() -> None:
         argument_spec={
             "url": {"type": "str", "required": True, "no_log": True},
             "dest": {"type": "path", "required": True},
-            "format": {"type": "str", "choices": ["custom", "directory", "plain", "tar"], "default": "directory"},
+            "format": {"type": "str", "choices": ["custom", "directory", "plain", "tar"], "default": "plain"},
             "compression": {"type": "str"},
             "jobs": {"type": "int", "default": 2},
             "verify": {"type": "bool", "default": True},

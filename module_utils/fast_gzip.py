@@ -99,3 +99,14 @@ def compress_data_files(directory: Path, gzip_level: int, workers: int) -> dict[
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         done = list(pool.map(lambda p: compress_file(p, gzip_level), data_files))
     return {name: digest for name, digest, _ in done}
+
+
+def open_read(path: Path, mode: str = "rb"):
+    """A reader of a gzip file (ISA-L's decoder when present: several times faster than zlib's)."""
+    if _isal is not None:
+        from isal import igzip
+
+        return igzip.open(path, mode)
+    import gzip
+
+    return gzip.open(path, mode)

@@ -60,7 +60,8 @@ def names(dest: Path) -> list[str]:
 
 @pytest.mark.db
 def test_custom_backup_writes_file_and_complete_manifest(seeded_db, workdir, pg_server):
-    run = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir / "b"), "label": "pre_release"})
+    run = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir / "b"), "label": "pre_release",
+                                   "format": "custom"})
 
     assert run.rc == 0, run.output
     result = run.result
@@ -95,6 +96,23 @@ def test_directory_backup_records_per_file_hashes(seeded_db, workdir):
     overall, files = hash_directory(path)
     manifest = run.result["manifest"]
     assert manifest["files"] == files and manifest["sha256"] == overall and manifest["jobs"] == 3
+    # gzip is ours (ISA-L), not pg_dump's: data files are .dat.gz, the TOC is left as pg_dump wrote it.
+    assert any(name.endswith(".dat.gz") for name in files) and not any(name.endswith(".dat") and name != "toc.dat"
+                                                                        for name in files)
+    assert "ISA-L" in manifest["compressed_by"]
+
+
+@pytest.mark.db
+def test_default_backup_is_plain_sql_gzipped_while_streaming_and_decoded_to_verify(seeded_db, workdir):
+    run = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir)})
+
+    assert run.rc == 0, run.output
+    path = Path(run.result["path"])
+    manifest = run.result["manifest"]
+    assert run.result["format"] == "plain" and path.name.endswith(".sql.gz")
+    assert manifest["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert "ISA-L" in manifest["compressed_by"] and "full decode" in manifest["verify_method"]
+    assert "-- PostgreSQL database dump complete" in gzip.decompress(path.read_bytes()).decode()[-100:]
 
 
 @pytest.mark.db
@@ -177,7 +195,7 @@ def test_retention_keeps_newest_and_removes_older_of_same_database(seeded_db, ne
 def test_unsupported_compression_is_refused_before_anything_is_written(seeded_db, workdir, pg_server):
     if not pg_server.embedded:
         pytest.skip("the embedded pgserver build is the one known to lack lz4")
-    run = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir / "b"), "compression": "lz4"})
+    run = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir / "b"), "compression": "lz4", "format": "custom"})
     if run.rc == 0:
         pytest.skip("this pgserver build supports lz4")
 
