@@ -66,9 +66,8 @@ options:
     default: true
   verify_read:
     description:
-      - Also read the whole backup back (C(pg_restore -f /dev/null), or a full gzip decode for plain
-        dumps are always decoded in full). Stronger, and costs about as long again as the dump's
-        compression.
+      - Also read the whole backup back, with C(pg_restore -f /dev/null) for archive formats or a full
+        gzip decode for plain dumps. Stronger; costs a second read of the backup.
     type: bool
     default: false
   keep:

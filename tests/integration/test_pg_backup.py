@@ -111,8 +111,10 @@ def test_default_backup_is_plain_sql_gzipped_while_streaming_and_decoded_to_veri
     manifest = run.result["manifest"]
     assert run.result["format"] == "plain" and path.name.endswith(".sql.gz")
     assert manifest["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert "ISA-L" in manifest["compressed_by"] and "full decode" in manifest["verify_method"]
+    assert "ISA-L" in manifest["compressed_by"] and manifest["verify_method"] == "completion marker on the stream"
     assert "-- PostgreSQL database dump complete" in gzip.decompress(path.read_bytes()).decode()[-100:]
+    deep = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir / "deep"), "verify_read": True})
+    assert deep.rc == 0 and deep.result["manifest"]["verify_method"].endswith("+ full decode of the file")
 
 
 @pytest.mark.db
