@@ -9,7 +9,6 @@ Alembic revision and the row counts.
 
 from __future__ import annotations
 
-import gzip
 import re
 import subprocess
 import tempfile
@@ -36,6 +35,7 @@ from ansible.module_utils.backup_runner import (
     tool_failure,
     user_tables,
 )
+from ansible.module_utils.fast_gzip import open_read
 from ansible.module_utils.operator_error import OperatorError
 from ansible.module_utils.pg_client_tools import find_client_tools, parse_client_version
 from ansible.module_utils.pg_connection import (
@@ -210,17 +210,64 @@ def strip_owner_statements(lines, enabled: bool = True):
         yield line
 
 
+def filtered_chunks(source, enabled: bool = True, chunk_size: int = _CHUNK):
+    """What :func:`strip_owner_statements` yields, in large pieces: COPY data passes through as slices
+    (no per-line Python work), only the schema lines around it are looked at one by one."""
+    pending = b""
+    in_copy = False
+    while data := source.read(chunk_size):
+        out, pending, in_copy = _filter_piece(pending + data, in_copy, enabled)
+        if out:
+            yield out
+    out, pending, in_copy = _filter_piece(pending, in_copy, enabled)
+    if out or pending:
+        yield out + (pending if in_copy or not (enabled and _OWNER_PRIV_RE.match(pending)) else b"")
+
+
+def _filter_piece(buf: bytes, in_copy: bool, enabled: bool) -> tuple[bytes, bytes, bool]:
+    """(what can be sent, the unfinished rest to keep, whether we are inside COPY data at the rest)."""
+    pieces: list[bytes] = []
+    pos = 0
+    while pos < len(buf):
+        if in_copy:
+            if buf.startswith(b"\\.\n", pos):
+                end = pos + 3
+            else:
+                found = buf.find(b"\n\\.\n", pos)
+                if found < 0:
+                    cut = buf.rfind(b"\n", pos) + 1  # send whole lines; keep a partial one
+                    if cut > pos:
+                        pieces.append(buf[pos:cut])
+                        pos = cut
+                    break
+                end = found + 4
+            pieces.append(buf[pos:end])
+            pos, in_copy = end, False
+            continue
+        newline = buf.find(b"\n", pos)
+        if newline < 0:
+            break
+        line = buf[pos:newline + 1]
+        if line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
+            in_copy = True
+            pieces.append(line)
+        elif not (enabled and _OWNER_PRIV_RE.match(line)):
+            pieces.append(line)
+        pos = newline + 1
+    return b"".join(pieces), buf[pos:], in_copy
+
+
 def _load_plain(path: Path, psql: str, env: dict[str, str], no_owner: bool, secrets: list[str]) -> None:
     """Stream a plain dump (gunzip in Python) into psql, stopping at the first error, in one transaction."""
     cmd = [psql, "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
-    opener = gzip.open if path.name.endswith(".gz") else open
+    opener = open_read if path.name.endswith(".gz") else open
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env)
         broken = False
         try:
             with opener(path, "rb") as source:
-                for line in strip_owner_statements(source, no_owner):
-                    proc.stdin.write(line)
+                for piece in filtered_chunks(source, no_owner):
+                    proc.stdin.write(piece)
         except BrokenPipeError:
             broken = True  # psql stopped at an error; its stderr says which
         except BaseException:

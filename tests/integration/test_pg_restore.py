@@ -256,3 +256,20 @@ def test_plain_owner_and_privilege_statements_are_skipped_outside_copy_data():
     kept = list(strip_owner_statements(dump))
     assert kept == [dump[0], dump[2], dump[3], dump[4], dump[5], dump[9]]
     assert list(strip_owner_statements(dump, enabled=False)) == dump
+
+
+def test_chunked_filter_equals_the_line_filter_whatever_the_chunk_boundaries():
+    import io
+
+    from ansible.module_utils.restore_runner import filtered_chunks
+
+    dump = (
+        b"SET x = 1;\nALTER TABLE public.t OWNER TO app_owner;\nCOPY public.t (x) FROM stdin;\n"
+        + b"".join(b"row %d GRANT ALL ON t TO x;\n" % i for i in range(200))
+        + b"\\.\nGRANT SELECT ON TABLE public.t TO reporting;\nCOPY public.e (x) FROM stdin;\n\\.\n"
+        + b"CREATE INDEX i ON public.t (x);\nALTER TABLE public.t OWNER TO z;"
+    )
+    expected = b"".join(strip_owner_statements(io.BytesIO(dump).readlines()))
+    for size in (1, 2, 3, 7, 64, 1000, 1 << 20):
+        assert b"".join(filtered_chunks(io.BytesIO(dump), True, chunk_size=size)) == expected, size
+    assert b"".join(filtered_chunks(io.BytesIO(dump), False, chunk_size=5)) == dump
