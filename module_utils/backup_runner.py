@@ -349,13 +349,16 @@ def run_backup(req: BackupRequest) -> dict[str, Any]:
     if dest.exists() and not dest.is_dir():
         raise OperatorError(f"dest {dest} exists and is not a directory.", "Point dest at a backup directory.")
 
+    facts = _database_facts(req.url, req.version_table)
     if req.max_age > 0:
+        # Reuse only a backup of the database as it is now: same Alembic revision.
         latest = latest_verified(scan_backups(dest), database)
-        if latest is not None and (utc_now() - latest.finished_at).total_seconds() < req.max_age:
+        current = ",".join(facts["revisions"]) or None
+        if (latest is not None and (utc_now() - latest.finished_at).total_seconds() < req.max_age
+                and (latest.manifest or {}).get("alembic_revision") == current):
             return _result(latest.path, latest.manifest or {}, changed=False, reused=True, removed=[],
                            duration=time.monotonic() - started)
 
-    facts = _database_facts(req.url, req.version_table)
     client = find_client_tools(facts["server_major"], facts["server_version"], req.pg_bin_dir, tools=("pg_dump",
                                "pg_restore"))
     check_compression(comp, req.format, client)

@@ -155,6 +155,22 @@ def test_max_age_reuses_a_recent_verified_backup(seeded_db, workdir):
 
 
 @pytest.mark.db
+def test_max_age_takes_a_new_backup_when_the_revision_moved_since(seeded_db, workdir):
+    first = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir)})
+    assert first.rc == 0, first.output
+    conn = psycopg2.connect(seeded_db)
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE alembic_version SET version_num = 'abcdef000001'")
+    conn.close()
+
+    again = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir), "max_age": 3600})
+
+    assert again.rc == 0, again.output
+    assert again.result["reused"] is False and again.result["path"] != first.result["path"]
+    assert again.result["alembic_revision"] == "abcdef000001"
+
+
+@pytest.mark.db
 def test_max_age_takes_a_new_backup_when_the_last_one_is_unverified(seeded_db, workdir):
     first = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir), "verify": False})
     assert first.rc == 0 and first.result["manifest"]["verified"] is False
@@ -197,7 +213,8 @@ def test_retention_keeps_newest_and_removes_older_of_same_database(seeded_db, ne
 def test_unsupported_compression_is_refused_before_anything_is_written(seeded_db, workdir, pg_server):
     if not pg_server.embedded:
         pytest.skip("the embedded pgserver build is the one known to lack lz4")
-    run = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir / "b"), "compression": "lz4", "format": "custom"})
+    run = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir / "b"), "compression": "lz4",
+                                   "format": "custom"})
     if run.rc == 0:
         pytest.skip("this pgserver build supports lz4")
 
