@@ -21,8 +21,10 @@ from support import (  # noqa: F401  (re-exported for the tests)
     PgServer,
     ansible_env,
     copy_tree,
+    database_exists,
     run_module,
     run_playbook,
+    sql,
     url_with_credentials,
     with_database,
 )
@@ -133,3 +135,17 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+
+
+@pytest.fixture
+def target_db(pg_server: PgServer):
+    """Factory: URL of a database that does not exist yet; dropped afterwards if a test created it."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"rm_tgt_{uuid.uuid4().hex[:10]}")
+        return pg_server.url(names[-1])
+
+    yield make
+    for name in names:
+        pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

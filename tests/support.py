@@ -49,6 +49,29 @@ class PgServer:
             conn.close()
 
 
+def sql(url: str, statement: str, params=None):
+    """Run one statement on a database in autocommit; rows when it returns some."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
+
+
+def revision_of(url: str) -> list[str]:
+    """The Alembic revision(s) a database is at, sorted ([] without a version table)."""
+    rows = sql(url, "SELECT version_num FROM alembic_version") if sql(
+        url, "SELECT to_regclass('alembic_version')")[0][0] else []
+    return sorted(r[0] for r in rows)
+
+
+def database_exists(pg_server: PgServer, url: str) -> bool:
+    return bool(pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parse_url(url).dbname,)))
+
+
 def url_with_credentials(url: str, user: str, password: str) -> str:
     """The same URL with another user and password."""
     info = parse_url(url)

@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 from ansible.module_utils.backup_manifest import manifest_path_for
 from ansible.module_utils.pg_connection import parse_url
-from conftest import run_module, url_with_credentials
+from support import database_exists, run_module, sql, url_with_credentials
 
 OLD_CLIENT = Path("/usr/lib/postgresql/15/bin")
 SEED_SQL = """
@@ -28,39 +28,11 @@ INSERT INTO alembic_version VALUES ('1a2b3c4d5e6f');
 """
 
 
-def sql(url: str, statement: str):
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def seeded_db(new_database):
     url = new_database("rm_fault")
     sql(url, SEED_SQL)
     return url
-
-
-@pytest.fixture
-def target_db(pg_server):
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(f"rm_tgt_{uuid.uuid4().hex[:10]}")
-        return pg_server.url(names[-1])
-
-    yield make
-    for name in names:
-        pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def exists(pg_server, url: str) -> bool:
-    return bool(pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parse_url(url).dbname,)))
 
 
 def take_backup(url: str, dest: Path, **args) -> dict:
@@ -109,7 +81,7 @@ def test_backup_with_a_flipped_byte_is_refused_and_target_not_created(fmt, seede
     assert "checksum mismatch" in run.result["msg"]
     assert "modified or truncated after it was written" in run.result["msg"]
     assert "take another backup" in run.result["hint"].lower()
-    assert not exists(pg_server, target)
+    assert not database_exists(pg_server, target)
 
 
 @pytest.mark.db
@@ -123,7 +95,7 @@ def test_directory_backup_with_a_damaged_file_is_refused_naming_the_file(seeded_
 
     assert run.rc != 0
     assert "checksum mismatch" in run.result["msg"] and data_file.name in run.result["msg"]
-    assert not exists(pg_server, target)
+    assert not database_exists(pg_server, target)
 
 
 @pytest.mark.db
@@ -138,7 +110,7 @@ def test_truncated_backup_is_refused_also_in_check_mode(seeded_db, target_db, wo
         run = run_module("pg_restore", {"url": target, "src": str(path)}, check=check)
         assert run.rc != 0
         assert "checksum mismatch" in run.result["msg"] and "bytes on disk" in run.result["msg"]
-    assert not exists(pg_server, target)
+    assert not database_exists(pg_server, target)
 
 
 @pytest.mark.db
@@ -153,7 +125,7 @@ def test_damaged_newest_backup_in_a_directory_is_not_skipped_silently(seeded_db,
                                     "source_database": parse_url(seeded_db).dbname})
 
     assert run.rc != 0 and "checksum mismatch" in run.result["msg"] and "newer" in run.result["msg"]
-    assert not exists(pg_server, target)
+    assert not database_exists(pg_server, target)
 
 
 # --- credentials ---------------------------------------------------------------------------------------
@@ -177,7 +149,7 @@ def test_wrong_password_fails_without_showing_any_password(seeded_db, password_r
         assert f"user '{user}'" in run.result["hint"]
         assert wrong not in run.output and password not in run.output
     assert not (workdir / "b").exists()
-    assert not exists(pg_server, target)
+    assert not database_exists(pg_server, target)
 
 
 @pytest.mark.db
@@ -230,7 +202,7 @@ def test_client_older_than_server_is_refused_before_dumping(seeded_db, target_db
     target = target_db()
     restore = run_module("pg_restore", {"url": target, "src": good["path"], "pg_bin_dir": str(OLD_CLIENT)})
     assert restore.rc != 0 and f"older than the server {pg_server.version}" in restore.result["msg"]
-    assert not exists(pg_server, target)
+    assert not database_exists(pg_server, target)
 
 
 # --- pg_dump dying -------------------------------------------------------------------------------------

@@ -8,24 +8,11 @@ import time
 import psycopg2
 import pytest
 from chain_copies import BROKEN_REVISION, GOOD_REVISION, HEAD, chain_copy
-from support import ROOT, run_module
+from support import ROOT, revision_of, run_module
 
 pytestmark = pytest.mark.db
 
 CONFIG = str(ROOT / "alembic.ini")
-
-
-def revision_of(url: str) -> list[str]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
-            if not cur.fetchone()[0]:
-                return []
-            cur.execute("SELECT version_num FROM alembic_version")
-            return [r[0] for r in cur.fetchall()]
-    finally:
-        conn.close()
 
 
 def migrate(url: str, check: bool = False, **params):

@@ -7,24 +7,10 @@ import json
 import re
 from pathlib import Path
 
-import psycopg2
 import pytest
-from support import ROOT, run_playbook, with_database
+from support import ROOT, revision_of, run_playbook, with_database
 
 pytestmark = [pytest.mark.db, pytest.mark.playbook]
-
-
-def revision_of(url: str) -> list[str]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
-            if not cur.fetchone()[0]:
-                return []
-            cur.execute("SELECT version_num FROM alembic_version")
-            return sorted(r[0] for r in cur.fetchall())
-    finally:
-        conn.close()
 
 
 def recap_changed(output: str) -> int:

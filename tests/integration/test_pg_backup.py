@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 from ansible.module_utils.backup_manifest import hash_directory, manifest_path_for, parse_backup_name
 from ansible.module_utils.pg_connection import parse_url
-from conftest import ROOT, run_module
+from support import ROOT, run_module, sql
 
 REVISION = "1a2b3c4d5e6f"
 SEED_SQL = f"""
@@ -34,17 +34,6 @@ RESULT_FIELDS = {
     "changed", "path", "manifest_path", "manifest", "size_bytes", "sha256", "duration_s", "format", "compression",
     "database", "alembic_revision", "server_version", "client_version", "removed", "reused", "msg",
 }
-
-
-def sql(url: str, statement: str):
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -6,14 +6,11 @@ gate, check mode, and `src` as a directory of backups.
 
 from __future__ import annotations
 
-import uuid
-
-import psycopg2
 import pytest
 from ansible.module_utils.backup_manifest import manifest_path_for
 from ansible.module_utils.pg_connection import parse_url
 from ansible.module_utils.restore_runner import strip_owner_statements
-from conftest import run_module
+from support import database_exists, run_module, sql
 
 REVISION = "1a2b3c4d5e6f"
 SEED_SQL = f"""
@@ -31,40 +28,11 @@ INSERT INTO alembic_version VALUES ('{REVISION}');
 EXPECTED_COUNTS = {"users": 3, "releases": 2, "audit.events": 1, "alembic_version": 1}
 
 
-def sql(url: str, statement: str):
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-            return cur.fetchall() if cur.description else None
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def seeded_db(new_database):
     url = new_database("rm_src")
     sql(url, SEED_SQL)
     return url
-
-
-@pytest.fixture
-def target_db(pg_server):
-    """Factory: URL of a database that does not exist yet; dropped afterwards if a test created it."""
-    names: list[str] = []
-
-    def make() -> str:
-        names.append(f"rm_tgt_{uuid.uuid4().hex[:10]}")
-        return pg_server.url(names[-1])
-
-    yield make
-    for name in names:
-        pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def exists(pg_server, url: str) -> bool:
-    return bool(pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parse_url(url).dbname,)))
 
 
 def backup(url: str, dest, **args) -> dict:
@@ -163,7 +131,7 @@ def test_missing_target_with_create_false_is_an_error(seeded_db, target_db, work
 
     assert run.rc != 0
     assert "does not exist and create is false" in run.result["msg"]
-    assert not exists(pg_server, target)
+    assert not database_exists(pg_server, target)
 
 
 @pytest.mark.db
@@ -179,7 +147,7 @@ def test_check_mode_plans_from_the_manifest_and_touches_nothing(seeded_db, targe
     assert run.result["src"] == taken["path"]
     assert run.result["manifest"]["alembic_revision"] == REVISION
     assert run.result["created"] is True
-    assert not exists(pg_server, target)
+    assert not database_exists(pg_server, target)
 
 
 @pytest.mark.db
