@@ -61,7 +61,8 @@ def seed(url: str, users: int) -> dict[str, int]:
             added["deployments"] = cur.rowcount
         if columns(cur, "user_roles"):
             cur.execute(
-                "INSERT INTO user_roles (user_id, role) SELECT id, CASE WHEN id % 10 = 0 THEN 'admin' ELSE 'viewer' END "
+                "INSERT INTO user_roles (user_id, role) "
+                "SELECT id, CASE WHEN id % 10 = 0 THEN 'admin' ELSE 'viewer' END "
                 "FROM users WHERE id NOT IN (SELECT user_id FROM user_roles)"
             )
             added["user_roles"] = cur.rowcount
