@@ -31,8 +31,11 @@ def test_molecule_scenario_passes(scenario: str, pg_server):
     env.pop("ANSIBLE_CONFIG", None)  # molecule writes its own ansible.cfg from .config/molecule
     if not pg_server.embedded:
         env["PG_TEST_DSN"] = pg_server.admin_url
+    molecule = str(Path(sys.executable).parent / "molecule")
+    # Forget state an earlier, interrupted run may have left ("instances already prepared").
+    subprocess.run([molecule, "reset", "-s", scenario], cwd=ROOT, env=env, capture_output=True, timeout=120)
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "molecule"), "test", "-s", scenario],
+        [molecule, "test", "-s", scenario],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
