@@ -73,8 +73,8 @@ options:
     default: true
   load_settings:
     description:
-      - Load with C(synchronous_commit=off) and C(maintenance_work_mem=256MB) (session settings through
-        C(PGOPTIONS)); faster index builds and commits. Safe because a failed restore is redone from scratch.
+      - Load with C(synchronous_commit=off) (a session setting passed through C(PGOPTIONS)); safe because
+        a failed restore is redone from scratch. Plain dumps load in one transaction.
     type: bool
     default: true
   version_table:

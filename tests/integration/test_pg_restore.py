@@ -199,13 +199,13 @@ def test_load_settings_reach_the_restore_session(seeded_db, target_db, workdir):
     taken = backup(seeded_db, workdir, format="plain", compression="none")
     with open(taken["path"], "a") as handle:  # append after the dump (so restore unchecked)
         handle.write("CREATE TABLE public.seen AS SELECT current_setting('synchronous_commit') AS sc, "
-                     "current_setting('maintenance_work_mem') AS mwm;\n")
+                     "current_setting('application_name') AS app;\n")
     target = target_db()
 
     run = run_module("pg_restore", {"url": target, "src": taken["path"], "verify_checksum": False})
 
     assert run.rc == 0, run.output
-    assert sql(target, "SELECT sc, mwm FROM public.seen") == [("off", "256MB")]
+    assert sql(target, "SELECT sc, app FROM public.seen") == [("off", "release-migrations")]
 
 
 def test_plain_owner_and_privilege_statements_are_skipped_outside_copy_data():
