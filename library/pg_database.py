@@ -51,12 +51,19 @@ database:
   returned: always
   type: str
   sample: release_manager_drill
+duration_s:
+  description: Seconds the create or drop took.
+  returned: always
+  type: float
+  sample: 0.35
 state:
   description: The state asked for.
   returned: always
   type: str
   sample: present
 """
+
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.operator_error import OperatorError
@@ -74,6 +81,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     url = module.params["url"]
+    started = time.monotonic()
     try:
         name = parse_url(url).dbname
         changed = ensure_database(
@@ -82,7 +90,8 @@ def main() -> None:
         )
     except OperatorError as err:
         module.fail_json(msg=redact(str(err), secrets_of(url)), hint=err.hint)
-    module.exit_json(changed=changed, database=name, state=module.params["state"])
+    module.exit_json(changed=changed, database=name, state=module.params["state"],
+                     duration_s=round(time.monotonic() - started, 3))
 
 
 if __name__ == "__main__":

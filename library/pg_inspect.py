@@ -171,6 +171,11 @@ schema:
     views: {}
     sequences: {}
     enums: {deployment_status: [pending, running, succeeded, failed]}
+duration_s:
+  description: Seconds spent reading the database (and comparing).
+  returned: always
+  type: float
+  sample: 0.41
 free_space:
   description:
     - Free space where O(free_space_path) is (or its nearest existing parent) - C(path), C(free_bytes).
@@ -251,6 +256,8 @@ monitoring:
       type: list
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.db_inspect import free_space, inspect_database
 from ansible.module_utils.operator_error import OperatorError
@@ -275,6 +282,7 @@ def main() -> None:
     )
     params = module.params
     secrets = secrets_of(params["url"]) + secrets_of(params["compare_with"])
+    started = time.monotonic()
     try:
         facts = inspect_database(
             params["url"],
@@ -291,6 +299,7 @@ def main() -> None:
     except OperatorError as err:
         module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets),
                          **redact(err.details, secrets))
+    facts["duration_s"] = round(time.monotonic() - started, 3)
     module.exit_json(changed=False, **redact(facts, secrets))
 
 
