@@ -92,6 +92,12 @@ options:
       - Values for C(-x key=value), read by the project's C(env.py) with C(context.get_x_argument()).
     type: dict
     default: {}
+  create_database:
+    description:
+      - Create the database first when it does not exist (for a fresh or scratch database; needs
+        CREATEDB). In check mode a missing database is planned from base and not created.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -203,6 +209,10 @@ revision_left:
   description: The revision the database is at after a failure.
   returned: failure during apply
   type: str
+database_created:
+  description: Whether the database was created (or would be, in check mode).
+  returned: always
+  type: bool
 url:
   description: The database URL with its password masked.
   returned: always
@@ -229,6 +239,7 @@ ARGUMENT_SPEC = {
     "advisory_lock_wait": {"type": "float", "default": 0},
     "version_table": {"type": "str", "default": "alembic_version"},
     "x_arguments": {"type": "dict", "default": {}},
+    "create_database": {"type": "bool", "default": False},
 }
 
 
@@ -246,6 +257,7 @@ def main() -> None:
         lock_retry_delay=p["lock_retry_delay"], advisory_lock=p["advisory_lock"],
         advisory_lock_wait=p["advisory_lock_wait"], version_table=p["version_table"],
         x_arguments={str(k): str(v) for k, v in p["x_arguments"].items()},
+        create_database=p["create_database"],
     )
     secrets = secrets_of(p["url"])
     try:

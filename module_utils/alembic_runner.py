@@ -51,6 +51,7 @@ class MigrationRequest:
     advisory_lock_wait: float = 0.0
     version_table: str = "alembic_version"
     x_arguments: dict[str, str] = field(default_factory=dict)
+    create_database: bool = False
 
 
 @dataclass
@@ -373,11 +374,14 @@ def _error_text(exc: BaseException) -> str:
     return text.split("\n[SQL:")[0].strip()
 
 
-def inspect_plan(req: MigrationRequest) -> tuple[Plan, Any]:
+def inspect_plan(req: MigrationRequest, database_missing: bool = False) -> tuple[Plan, Any]:
     cfg = build_config(req)
     script = script_directory(cfg)
-    with migration_connection(req) as conn:
-        current = current_revisions(conn, req.version_table)
+    if database_missing:  # check mode with create_database: a new database starts at base
+        current: tuple[str, ...] = ()
+    else:
+        with migration_connection(req) as conn:
+            current = current_revisions(conn, req.version_table)
     target = resolve_target(script, req.revision, current)
     return plan_for(script, current, target), script
 
@@ -396,13 +400,19 @@ def _check_direction(req: MigrationRequest, plan: Plan) -> None:
 def run(req: MigrationRequest, *, check: bool = False, sql_only: bool = False) -> dict[str, Any]:
     """Plan, and unless check/sql_only, apply. Returns the module's result (not yet redacted)."""
     started = time.monotonic()
-    plan, script = inspect_plan(req)
+    created = False
+    if req.create_database:
+        from ansible.module_utils.scratch_database import ensure_database
+
+        created = ensure_database(req.url, True, check=check or sql_only)
+    plan, script = inspect_plan(req, database_missing=created and (check or sql_only))
     _check_direction(req, plan)
     result = _plan_result(plan)
+    result["database_created"] = created
     if check or sql_only or not plan.pending:
         if plan.pending:
             result.update(_preview(req, plan))
-        result.update(changed=bool(plan.pending) and not sql_only, to_revision=plan.from_revision,
+        result.update(changed=(bool(plan.pending) or created) and not sql_only, to_revision=plan.from_revision,
                       duration_s=round(time.monotonic() - started, 3))
         return result
 
@@ -412,11 +422,12 @@ def run(req: MigrationRequest, *, check: bool = False, sql_only: bool = False) -
         plan, script = inspect_plan(req)
         _check_direction(req, plan)
         result = _plan_result(plan)
+        result["database_created"] = created
         steps, retries = _apply(req, plan, script)
     with migration_connection(req) as conn:
         after = current_revisions(conn, req.version_table)
     result.update(
-        changed=bool(steps),
+        changed=bool(steps) or created,
         to_revision=",".join(after) or None,
         current=list(after),
         applied=[s["revision"] for s in steps],

@@ -8,7 +8,7 @@ import time
 import psycopg2
 import pytest
 from chain_copies import BROKEN_REVISION, GOOD_REVISION, HEAD, chain_copy
-from support import ROOT, revision_of, run_module
+from support import ROOT, database_exists, revision_of, run_module
 
 pytestmark = pytest.mark.db
 
@@ -158,3 +158,17 @@ def test_wrong_password_fails_without_showing_it(pg_server, new_database, passwo
     assert "password" in res.result["msg"].lower()
     assert "WrongPassw0rd-xyz" not in res.output
     assert password not in res.output
+
+
+def test_create_database_makes_a_fresh_database_at_the_target(pg_server, target_db):
+    url = target_db()
+    plan = migrate(url, check=True, create_database=True)
+    assert plan.rc == 0, plan.output
+    assert plan.result["database_created"] is True and plan.result["pending"][-1] == HEAD
+    assert not database_exists(pg_server, url)  # check mode created nothing
+
+    made = migrate(url, create_database=True)
+    assert made.rc == 0, made.output
+    assert made.result["database_created"] is True and revision_of(url) == [HEAD]
+    again = migrate(url, create_database=True)
+    assert again.result["changed"] is False and again.result["database_created"] is False
