@@ -242,6 +242,9 @@ def main() -> None:
         module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets), **redact(err.details, secrets))
     except KeyboardInterrupt as err:
         module.fail_json(msg=f"Backup interrupted ({err}); the unfinished .partial was removed.")
+    except Exception as exc:  # disk full, permissions...: explained, secrets removed, never a raw traceback
+        module.fail_json(msg=redact(f"Backup failed: {type(exc).__name__}: {exc}. The unfinished .partial was "
+                                    "removed; nothing looks finished.", secrets))
     module.exit_json(**redact(result, secrets))
 
 

@@ -90,6 +90,8 @@ def main() -> None:
         )
     except OperatorError as err:
         module.fail_json(msg=redact(str(err), secrets_of(url)), hint=err.hint)
+    except Exception as exc:  # anything unforeseen: explained, secrets removed, never a raw traceback
+        module.fail_json(msg=redact(f"pg_database failed: {type(exc).__name__}: {exc}", secrets_of(url)))
     module.exit_json(changed=changed, database=name, state=module.params["state"],
                      duration_s=round(time.monotonic() - started, 3))
 

@@ -299,6 +299,8 @@ def main() -> None:
     except OperatorError as err:
         module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets),
                          **redact(err.details, secrets))
+    except Exception as exc:  # anything unforeseen: explained, secrets removed, never a raw traceback
+        module.fail_json(msg=redact(f"Inspecting the database failed: {type(exc).__name__}: {exc}", secrets))
     facts["duration_s"] = round(time.monotonic() - started, 3)
     module.exit_json(changed=False, **redact(facts, secrets))
 

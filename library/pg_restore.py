@@ -234,6 +234,9 @@ def main() -> None:
         module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets), **redact(err.details, secrets))
     except KeyboardInterrupt as err:
         module.fail_json(msg=f"Restore interrupted ({err}); rerun with clean: true and confirm: true.")
+    except Exception as exc:  # explained, secrets removed, never a raw traceback
+        module.fail_json(msg=redact(f"Restore failed: {type(exc).__name__}: {exc}. Rerun with clean: true and "
+                                    "confirm: true once the cause is fixed.", secrets))
     module.exit_json(**redact(result, secrets))
 
 

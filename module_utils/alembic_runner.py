@@ -12,6 +12,7 @@ the database is left at, and a lock timeout retries only the step that hit it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import time
@@ -138,7 +139,7 @@ def resolve_target(script, spec: str, current: tuple[str, ...]) -> tuple[str, ..
     """What ``revision`` means here, as a tuple of revision ids (empty = base)."""
     from alembic.util import CommandError
 
-    spec = (spec or "head").strip()
+    spec = (spec or "").strip() or "head"
     heads = tuple(script.get_heads())
     if spec == "base":
         return ()
@@ -297,10 +298,10 @@ def advisory_lock(url: str, version_table: str, wait_s: float):
                 time.sleep(0.25)
         yield key
     finally:
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
-        finally:
+        # A lost connection has released the lock already; never let the unlock hide the real error.
+        with contextlib.suppress(Exception), conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        with contextlib.suppress(Exception):
             conn.close()
 
 
@@ -489,14 +490,15 @@ def _apply(req: MigrationRequest, plan: Plan, script) -> tuple[list[dict[str, An
                         conn.commit()
                     break
                 except Exception as exc:
-                    if conn.in_transaction():
-                        conn.rollback()
+                    with contextlib.suppress(Exception):
+                        if conn.in_transaction():
+                            conn.rollback()
                     if _is_lock_timeout(exc) and attempt < req.lock_retries:
                         attempt += 1
                         retries_used += 1
                         time.sleep(req.lock_retry_delay)
                         continue
-                    left = current_revisions(conn, req.version_table)
+                    left = _revisions_after_failure(req, conn)
                     lock_hint = (
                         f" It timed out waiting for a lock {attempt + 1} time(s) (lock_timeout {req.lock_timeout}):"
                         " a long transaction holds the table; retry when it is gone."
@@ -523,6 +525,18 @@ def _apply(req: MigrationRequest, plan: Plan, script) -> tuple[list[dict[str, An
                 "lock_retries": attempt,
             })
     return steps, retries_used
+
+
+def _revisions_after_failure(req: MigrationRequest, conn) -> tuple[str, ...]:
+    """Where the database is after a failed step: on our session, else a fresh one, else unknown."""
+    try:
+        return current_revisions(conn, req.version_table)
+    except Exception:
+        try:
+            with migration_connection(req) as fresh:
+                return current_revisions(fresh, req.version_table)
+        except Exception:
+            return ("unknown (the connection was lost; run alembic_migrate in check mode to read it)",)
 
 
 def _down_destination(script, rev: str, plan: Plan, index: int) -> str:

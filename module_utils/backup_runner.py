@@ -351,11 +351,12 @@ def run_backup(req: BackupRequest) -> dict[str, Any]:
 
     facts = _database_facts(req.url, req.version_table)
     if req.max_age > 0:
-        # Reuse only a backup of the database as it is now: same Alembic revision.
+        # Reuse only a backup of this database as it is now: same server, same Alembic revision.
         latest = latest_verified(scan_backups(dest), database)
         current = ",".join(facts["revisions"]) or None
-        if (latest is not None and (utc_now() - latest.finished_at).total_seconds() < req.max_age
-                and (latest.manifest or {}).get("alembic_revision") == current):
+        same = latest is not None and (latest.manifest or {}).get("alembic_revision") == current \
+            and (latest.manifest or {}).get("host") == info.where
+        if same and (utc_now() - latest.finished_at).total_seconds() < req.max_age:
             return _result(latest.path, latest.manifest or {}, changed=False, reused=True, removed=[],
                            duration=time.monotonic() - started)
 

@@ -30,6 +30,7 @@ _PARAM_ENV = {
     "connect_timeout": "PGCONNECT_TIMEOUT",
     "options": "PGOPTIONS",
     "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "password": "PGPASSWORD",
 }
 
 
@@ -91,13 +92,15 @@ def parse_url(url: str) -> ConnInfo:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by a mask; safe to print, log and return."""
+    """The URL with its password (in the user part or a ``password=`` parameter) masked."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return MASK
+    query = re.sub(r"(^|&)password=[^&]*", rf"\1password={MASK}", parts.query)
+    parts = parts._replace(query=query)
     if parts.password is None:
-        return url
+        return urlunsplit(parts)
     netloc = parts.netloc.rsplit("@", 1)
     userinfo = netloc[0].split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{userinfo}:{MASK}@{netloc[1]}"))
@@ -152,9 +155,10 @@ def secrets_of(url: str | None) -> list[str]:
     if not url:
         return []
     try:
-        password = parse_url(url).password
+        info = parse_url(url)
     except OperatorError:
         return []
+    password = info.password or info.params.get("password")
     if not password:
         return []
     return sorted({password, quote(password, safe=""), quote(password)}, key=len, reverse=True)
@@ -171,6 +175,7 @@ def redact(text: Any, secrets: list[str]) -> Any:
     for secret in secrets:
         if secret:
             text = text.replace(secret, MASK)
+    text = re.sub(r"([?&]password=)[^&\s'\"]*", rf"\1{MASK}", text)
     return re.sub(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)[^@\s]*@", rf"\1{MASK}@", text)
 
 
@@ -207,7 +212,7 @@ def connect(url: str, *, autocommit: bool = True, connect_timeout: int = 10):
         conn = psycopg2.connect(
             libpq_url(url), connect_timeout=connect_timeout, application_name=APPLICATION_NAME
         )
-    except psycopg2.OperationalError as exc:
+    except psycopg2.Error as exc:  # also a malformed URL (ProgrammingError quotes the raw value)
         raise explain_connect_error(str(exc), url) from None
     conn.autocommit = autocommit
     return conn

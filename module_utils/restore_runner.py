@@ -159,8 +159,8 @@ def _drop_and_create(url: str, maintenance_db: str, drop: bool) -> None:
         conn.close()
 
 
-def _set_marker(url: str, marker: str) -> str | None:
-    """Mark the database as restored from this backup; a warning when not allowed."""
+def _set_marker(url: str, marker: str | None) -> str | None:
+    """Mark the database as restored from this backup (None clears the mark); a warning when not allowed."""
     import psycopg2
     from psycopg2 import sql
 
@@ -380,6 +380,9 @@ def run_restore(req: RestoreRequest) -> dict[str, Any]:
     env = libpq_env(req.url)
     if req.load_settings:
         env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {LOAD_SETTINGS}".strip()
+    if exists and not cleaned:
+        # A load that fails half way must not leave an earlier "restored from" mark behind.
+        _set_marker(req.url, None)
     load_started = time.monotonic()
     with terminate_as_exception():
         if fmt == "plain":

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 MASK = "********"
@@ -30,8 +31,9 @@ def pg_with_database(url: str, dbname: str) -> str:
 
 def pg_mask_url(url: str) -> str:
     parts = urlsplit(url)
+    parts = parts._replace(query=re.sub(r"(^|&)password=[^&]*", rf"\1password={MASK}", parts.query))
     if parts.password is None:
-        return url
+        return urlunsplit(parts)
     userinfo, host = parts.netloc.rsplit("@", 1)
     return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"))
 

@@ -123,3 +123,25 @@ def test_production_refuses_a_revision_staging_has_not_run_then_accepts_it(pg_se
         assert production_report["outcome"] == "migrated"
     finally:
         pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_run_blocked_by_another_operator_fails_without_rolling_back_their_work(new_database, workdir):
+    import psycopg2
+    from ansible.module_utils.alembic_runner import advisory_lock_key
+
+    url = new_database("busy")
+    holder = psycopg2.connect(url)  # "another operator" mid-migration: holds the migration lock
+    holder.autocommit = True
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (advisory_lock_key("alembic_version"),))
+    try:
+        run = run_playbook("playbooks/migrate.yml", extra_vars=local_vars(workdir), env={"DATABASE_URL": url})
+    finally:
+        holder.close()
+    assert run.rc != 0
+    assert "Another migration is running" in run.output
+    assert revision_of(url) == []
+    (report,) = reports(workdir / "reports")
+    assert report["outcome"] == "failed"
+    assert report["rollback"] is None  # nothing of ours to undo, and never a restore over their run
+    assert report["backup"]["sha256"]

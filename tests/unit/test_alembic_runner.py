@@ -55,3 +55,7 @@ def test_a_database_revision_unknown_to_the_project_is_explained(script):
 def test_missing_ini_is_explained():
     with pytest.raises(OperatorError, match="does not exist"):
         build_config(MigrationRequest(url="postgresql://x@h/db", config="/nonexistent/alembic.ini"))
+
+
+def test_a_blank_revision_means_head(script):
+    assert resolve_target(script, "  ", ()) == (CHAIN[-1],)

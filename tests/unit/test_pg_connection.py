@@ -74,3 +74,22 @@ def test_explain_connect_error_names_the_cause_and_hides_the_password():
     assert "p@ss:word" not in str(err) and "Check the password" in err.hint
     refused = explain_connect_error("Connection refused", URL)
     assert "port-forward" in refused.hint and "db.prod:6432" in refused.message
+
+
+def test_a_password_given_as_a_url_parameter_is_masked_and_reaches_pg_tools_by_environment():
+    url = "postgresql://app@db:5432/rm?sslmode=require&password=Qu3ry-S3cret"
+    assert "Qu3ry-S3cret" not in mask_url(url) and mask_url(url).endswith("password=********")
+    assert secrets_of(url) == ["Qu3ry-S3cret"]
+    assert libpq_env(url, base={})["PGPASSWORD"] == "Qu3ry-S3cret"
+    assert "Qu3ry-S3cret" not in redact(f"could not connect with {url}", [])
+
+
+@pytest.mark.db
+def test_a_malformed_url_is_explained_without_its_password(pg_server):
+    from ansible.module_utils.operator_error import OperatorError
+    from ansible.module_utils.pg_connection import connect
+
+    bad = pg_server.admin_url.replace("postgresql://postgres", "postgresql://postgres:ab%zzMalformedSecret", 1)
+    with pytest.raises(OperatorError) as caught:
+        connect(bad)
+    assert "MalformedSecret" not in str(caught.value)
