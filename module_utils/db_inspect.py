@@ -15,7 +15,9 @@ stable contents, so it survives an Ansible ``register`` and can be handed back l
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -651,9 +653,6 @@ def inspect_database(
 
 def free_space(path: str) -> dict:
     """Free bytes on the filesystem that holds ``path`` (or its nearest existing parent)."""
-    import os
-    import shutil
-
     probe = os.path.abspath(os.path.expanduser(path))
     while not os.path.exists(probe):
         parent = os.path.dirname(probe)

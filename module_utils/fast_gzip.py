@@ -10,11 +10,12 @@ same compressor. Without ``isal`` the standard library's zlib is used (same outp
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from ansible.module_utils.backup_manifest import HashingWriter
 
 try:  # pragma: no cover - depends on the runner's packages
     from isal import isal_zlib as _isal
@@ -47,35 +48,23 @@ def describe(gzip_level: int) -> str:
     return f"gzip by pg_backup (zlib level {gzip_level})"
 
 
-class GzipHashingSink:
-    """Compress what is written, write the gzip bytes to ``raw``, hash and count them."""
+class GzipHashingSink(HashingWriter):
+    """Compress what is written; the gzip bytes go to ``raw``, hashed and counted as they are written."""
 
     def __init__(self, raw, gzip_level: int) -> None:
-        self.raw = raw
+        super().__init__(raw)
         self._comp = compressor(gzip_level)
-        self.hash = hashlib.sha256()
-        self.size = 0
 
-    def _out(self, data: bytes) -> None:
-        if data:
-            self.hash.update(data)
-            self.size += len(data)
-            self.raw.write(data)
-
-    def write(self, data: bytes) -> int:
-        self._out(self._comp.compress(data))
+    def write(self, data) -> int:
+        super().write(self._comp.compress(data))
         return len(data)
 
     def close(self) -> None:
-        self._out(self._comp.flush())
-
-    @property
-    def hexdigest(self) -> str:
-        return self.hash.hexdigest()
+        super().write(self._comp.flush())
 
 
-def compress_file(src: Path, gzip_level: int) -> tuple[str, str, int]:
-    """Replace ``src`` by ``src.gz``; returns (name of the new file, its sha256, its size)."""
+def compress_file(src: Path, gzip_level: int) -> tuple[str, str]:
+    """Replace ``src`` by ``src.gz``; returns (name of the new file, its sha256)."""
     dst = src.with_name(src.name + ".gz")
     with open(src, "rb") as source, open(dst, "xb") as raw:
         sink = GzipHashingSink(raw, gzip_level)
@@ -85,7 +74,7 @@ def compress_file(src: Path, gzip_level: int) -> tuple[str, str, int]:
         raw.flush()
         os.fsync(raw.fileno())
     os.unlink(src)
-    return dst.name, sink.hexdigest, sink.size
+    return dst.name, sink.hexdigest
 
 
 def compress_data_files(directory: Path, gzip_level: int, workers: int) -> dict[str, str]:
@@ -98,7 +87,7 @@ def compress_data_files(directory: Path, gzip_level: int, workers: int) -> dict[
                         and p.name != "toc.dat")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         done = list(pool.map(lambda p: compress_file(p, gzip_level), data_files))
-    return {name: digest for name, digest, _ in done}
+    return dict(done)
 
 
 def open_read(path: Path, mode: str = "rb"):

@@ -63,9 +63,9 @@ def sql(url: str, statement: str, params=None):
 
 def revision_of(url: str) -> list[str]:
     """The Alembic revision(s) a database is at, sorted ([] without a version table)."""
-    rows = sql(url, "SELECT version_num FROM alembic_version") if sql(
-        url, "SELECT to_regclass('alembic_version')")[0][0] else []
-    return sorted(r[0] for r in rows)
+    if not sql(url, "SELECT to_regclass('alembic_version')")[0][0]:
+        return []
+    return sorted(row[0] for row in sql(url, "SELECT version_num FROM alembic_version"))
 
 
 def database_exists(pg_server: PgServer, url: str) -> bool:

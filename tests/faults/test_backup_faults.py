@@ -257,3 +257,17 @@ def test_backend_terminated_during_dump_leaves_no_backup(seeded_db, workdir, pg_
     assert run.rc != 0
     assert "pg_dump failed" in run.result["msg"]
     assert sorted(p.name for p in dest.iterdir()) == []
+
+
+@pytest.mark.db
+def test_an_unforeseen_os_error_fails_clearly_without_a_traceback_or_the_password(seeded_db, tmp_path, password_role):
+    name, password = password_role
+    url = url_with_credentials(seeded_db, name, password)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the backup directory's parent should be")
+
+    run = run_module("pg_backup", {"url": url, "dest": str(blocker / "backups")})
+
+    assert run.rc != 0
+    assert run.result["msg"].startswith("Backup failed: NotADirectoryError")
+    assert "Traceback" not in run.output and password not in run.output
