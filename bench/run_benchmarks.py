@@ -110,12 +110,12 @@ def build_database(admin_url: str, name: str, size_mb: int) -> str:
 
 
 def bench_backup(url: str, bin_dir: str, out: Path) -> dict:
-    from ansible.module_utils.pg_connection import libpq_env, libpq_url  # type: ignore
+    from ansible.module_utils.pg_connection import ConnInfo  # type: ignore
 
-    env = libpq_env(url)
+    env = ConnInfo.parse(url).libpq_env()
     runbook_file = out / "runbook.sql.gz"
     settle(url)
-    runbook_s = sh(f"'{bin_dir}/pg_dump' '{libpq_url(url)}' | gzip > '{runbook_file}'", env)
+    runbook_s = sh(f"'{bin_dir}/pg_dump' '{ConnInfo.parse(url).libpq_url}' | gzip > '{runbook_file}'", env)
     runbook_bytes = size_of(runbook_file)
     rows = {"runbook pg_dump | gzip": {"seconds": runbook_s, "bytes": runbook_bytes}}
     for label, args in {
@@ -138,14 +138,14 @@ def bench_backup(url: str, bin_dir: str, out: Path) -> dict:
 
 
 def bench_restore(url: str, admin_url: str, bin_dir: str, backup_dir: Path, runbook_file: Path) -> None:
-    from ansible.module_utils.pg_connection import libpq_env, libpq_url, parse_url  # type: ignore
+    from ansible.module_utils.pg_connection import ConnInfo  # type: ignore
 
     target = with_database(admin_url, "bench_restore_runbook")
     execute(admin_url, 'DROP DATABASE IF EXISTS "bench_restore_runbook"')
     execute(admin_url, 'CREATE DATABASE "bench_restore_runbook"')
     settle(admin_url)
-    runbook_s = sh(f"gunzip -c '{runbook_file}' | '{bin_dir}/psql' -X -q -v ON_ERROR_STOP=1 '{libpq_url(target)}' "
-                   f"> /dev/null", libpq_env(target))
+    runbook_s = sh(f"gunzip -c '{runbook_file}' | '{bin_dir}/psql' -X -q -v ON_ERROR_STOP=1 '{ConnInfo.parse(target).libpq_url}' "
+                   f"> /dev/null", ConnInfo.parse(target).libpq_env())
     rows = {"runbook gunzip -c | psql": {"seconds": runbook_s}}
     variants = {"pg_restore default (plain, psql stream)": "default", "pg_restore directory -j 2": "directory2",
                 "pg_restore custom -j 2": "custom"}
@@ -199,7 +199,7 @@ def _worst_latency_ms(log_dir: Path) -> float:
 
 def _stall_run(admin_url: str, bin_dir: str, work: Path, migrate) -> float:
     """pgbench on a table, an 8 s transaction holding a lock on it, and `migrate` queued behind it."""
-    from ansible.module_utils.pg_connection import libpq_env, libpq_url  # type: ignore
+    from ansible.module_utils.pg_connection import ConnInfo  # type: ignore
 
     name = "bench_stall"
     url = with_database(admin_url, name)
@@ -212,8 +212,8 @@ def _stall_run(admin_url: str, bin_dir: str, work: Path, migrate) -> float:
     logs = work / f"logs-{time.monotonic_ns()}"
     logs.mkdir()
     bench = subprocess.Popen(
-        [f"{bin_dir}/pgbench", "-n", "-c", "4", "-T", "14", "-R", "200", "-l", "-f", str(script), libpq_url(url)],
-        cwd=logs, env=libpq_env(url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [f"{bin_dir}/pgbench", "-n", "-c", "4", "-T", "14", "-R", "200", "-l", "-f", str(script), ConnInfo.parse(url).libpq_url],
+        cwd=logs, env=ConnInfo.parse(url).libpq_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
     blocker = psycopg2.connect(url)
     with blocker.cursor() as cur:
@@ -249,11 +249,11 @@ def bench_stall(admin_url: str, bin_dir: str, out: Path) -> None:
         "revision = 'a1a1a1a1a1a1'\ndown_revision = None\nbranch_labels = None\ndepends_on = None\n\n"
         "def upgrade():\n    op.add_column('accounts', sa.Column('note', sa.Text()))\n\n"
         "def downgrade():\n    op.drop_column('accounts', 'note')\n")
-    from ansible.module_utils.pg_connection import libpq_env, libpq_url  # type: ignore
+    from ansible.module_utils.pg_connection import ConnInfo  # type: ignore
 
     def bare_alter(url: str) -> None:
         subprocess.run([f"{bin_dir}/psql", "-X", "-q", "-c", "ALTER TABLE accounts ADD COLUMN note text",
-                        libpq_url(url)], env=libpq_env(url), check=True)
+                        ConnInfo.parse(url).libpq_url], env=ConnInfo.parse(url).libpq_env(), check=True)
 
     def module_apply(url: str) -> None:
         result = run_module("alembic_migrate", {"config": str(work / "alembic.ini"), "url": url, "revision": "head",

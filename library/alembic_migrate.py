@@ -32,12 +32,6 @@ options:
       - The migrations directory; overrides the ini's C(script_location).
       - Either I(config) or I(script_location) is required.
     type: path
-  url:
-    description:
-      - PostgreSQL URL of the database, e.g. C(postgresql://app:PASSWORD@db:5432/release_manager).
-      - Overrides C(sqlalchemy.url). Never logged; the password is masked in every result.
-    type: str
-    required: true
   revision:
     description:
       - Where the database should be. C(head), C(heads), C(base), a revision id or unique prefix,
@@ -82,11 +76,6 @@ options:
       - Seconds to wait for another run's advisory lock. C(0) fails at once, naming the other session.
     type: float
     default: 0
-  version_table:
-    description:
-      - Alembic's version table.
-    type: str
-    default: alembic_version
   x_arguments:
     description:
       - Values for C(-x key=value), read by the project's C(env.py) with C(context.get_x_argument()).
@@ -102,6 +91,11 @@ attributes:
   check_mode:
     support: full
     details: Returns the plan and the offline SQL preview; touches nothing.
+extends_documentation_fragment:
+  - connection
+  - connection.version_table
+notes:
+  - O(url) overrides the project's C(sqlalchemy.url).
 requirements:
   - alembic
   - sqlalchemy
@@ -221,26 +215,33 @@ url:
 
 from ansible.module_utils.alembic_runner import MigrationRequest, run, safe_result
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import redact, secrets_of
+from ansible.module_utils.module_shell import CONNECTION_SPEC, VERSION_TABLE_SPEC, argument_spec, run_request
 
-ARGUMENT_SPEC = {
-    "config": {"type": "path"},
-    "script_location": {"type": "path"},
-    "url": {"type": "str", "required": True, "no_log": True},
-    "revision": {"type": "str", "default": "head"},
-    "allow_downgrade": {"type": "bool", "default": False},
-    "sql": {"type": "bool", "default": False},
-    "lock_timeout": {"type": "str"},
-    "statement_timeout": {"type": "str"},
-    "lock_retries": {"type": "int", "default": 3},
-    "lock_retry_delay": {"type": "float", "default": 1.0},
-    "advisory_lock": {"type": "bool", "default": True},
-    "advisory_lock_wait": {"type": "float", "default": 0},
-    "version_table": {"type": "str", "default": "alembic_version"},
-    "x_arguments": {"type": "dict", "default": {}},
-    "create_database": {"type": "bool", "default": False},
-}
+ARGUMENT_SPEC = argument_spec(
+    CONNECTION_SPEC, VERSION_TABLE_SPEC,
+    config={"type": "path"},
+    script_location={"type": "path"},
+    revision={"type": "str", "default": "head"},
+    allow_downgrade={"type": "bool", "default": False},
+    sql={"type": "bool", "default": False},
+    lock_timeout={"type": "str"},
+    statement_timeout={"type": "str"},
+    lock_retries={"type": "int", "default": 3},
+    lock_retry_delay={"type": "float", "default": 1.0},
+    advisory_lock={"type": "bool", "default": True},
+    advisory_lock_wait={"type": "float", "default": 0},
+    x_arguments={"type": "dict", "default": {}},
+    create_database={"type": "bool", "default": False},
+)
+
+
+def _message(result: dict) -> str:
+    if result["applied"]:
+        return (f"{result['direction'].capitalize()}graded {result['from_revision'] or 'base'} -> "
+                f"{result['to_revision'] or 'base'}: {', '.join(result['applied'])} in {result['duration_s']} s")
+    if result["pending"]:
+        return f"Would run {len(result['pending'])} revision(s) {result['direction']}: {', '.join(result['pending'])}"
+    return f"Already at {result['from_revision'] or 'base'}; nothing to do"
 
 
 def main() -> None:
@@ -250,36 +251,24 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    req = MigrationRequest(
-        url=p["url"], config=p["config"], script_location=p["script_location"], revision=p["revision"],
-        allow_downgrade=p["allow_downgrade"], lock_timeout=p["lock_timeout"] or None,
-        statement_timeout=p["statement_timeout"] or None, lock_retries=p["lock_retries"],
-        lock_retry_delay=p["lock_retry_delay"], advisory_lock=p["advisory_lock"],
-        advisory_lock_wait=p["advisory_lock_wait"], version_table=p["version_table"],
-        x_arguments={str(k): str(v) for k, v in p["x_arguments"].items()},
-        create_database=p["create_database"],
-    )
-    secrets = secrets_of(p["url"])
-    try:
-        result = run(req, check=module.check_mode, sql_only=p["sql"])
-    except OperatorError as err:
-        module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets), **redact(err.details, secrets))
-    except Exception as exc:  # an error inside a project's env.py or revision, outside the apply loop
-        module.fail_json(msg=redact(f"Alembic failed: {type(exc).__name__}: {exc}", secrets))
-    result = safe_result(result, p["url"])
-    pending = result["pending"]
-    if result["applied"]:
-        result["msg"] = (
-            f"{result['direction'].capitalize()}graded {result['from_revision'] or 'base'} -> "
-            f"{result['to_revision'] or 'base'}: {', '.join(result['applied'])} in {result['duration_s']} s"
+
+    def work() -> dict:
+        req = MigrationRequest(
+            url=p["url"], config=p["config"], script_location=p["script_location"], revision=p["revision"],
+            allow_downgrade=p["allow_downgrade"], lock_timeout=p["lock_timeout"] or None,
+            statement_timeout=p["statement_timeout"] or None, lock_retries=p["lock_retries"],
+            lock_retry_delay=p["lock_retry_delay"], advisory_lock=p["advisory_lock"],
+            advisory_lock_wait=p["advisory_lock_wait"], version_table=p["version_table"],
+            x_arguments={str(k): str(v) for k, v in p["x_arguments"].items()},
+            create_database=p["create_database"],
         )
-    elif pending:
-        result["msg"] = f"Would run {len(pending)} revision(s) {result['direction']}: {', '.join(pending)}"
-    else:
-        result["msg"] = f"Already at {result['from_revision'] or 'base'}; nothing to do"
-    if result.get("sql_error"):
-        module.warn(result["sql_error"])
-    module.exit_json(**result)
+        result = safe_result(run(req, check=module.check_mode, sql_only=p["sql"]), req.conn)
+        result["msg"] = _message(result)
+        if result.get("sql_error"):
+            module.warn(result["sql_error"])
+        return result
+
+    run_request(module, work, what="Alembic", urls=(p["url"],))
 
 
 if __name__ == "__main__":

@@ -24,10 +24,6 @@ description:
     and is masked in every message.
 version_added: "1.0.0"
 options:
-  url:
-    description: C(postgresql://) URL of the database to back up.
-    type: str
-    required: true
   dest:
     description: Directory that keeps the backups; created if missing.
     type: path
@@ -73,30 +69,42 @@ options:
   keep:
     description:
       - Keep this many finished backups of the same database in O(dest) and delete older ones with their
-        manifests (never the newest verified one, never the one just written). C(0) keeps all.
-      - Leftover C(.partial) backups of the database untouched for an hour are removed as well.
+        manifests (never the newest verified one, never the one just written, never one in O(protect)).
+        C(0) keeps all.
+      - Only backups this module wrote count and are removed (a manifest beside them names them); other
+        files in O(dest), even when named like a backup, are never touched.
+      - Leftover C(.partial) backups of the database untouched for an hour, whose content is C(pg_dump)
+        output, are removed as well.
     type: int
     default: 0
+  protect:
+    description:
+      - Backups that retention must not remove, whatever their age (the backup a restore is about to
+        load, the one a rollback may need).
+    type: list
+    elements: path
+    default: []
   label:
     description: Short tag added to the name and the manifest (letters, digits, C(.) and C(_)), e.g. C(pre_release_42).
     type: str
   pg_bin_dir:
     description: Directory holding C(pg_dump) and C(pg_restore) to use instead of searching.
     type: path
-  version_table:
-    description: Alembic version table (optionally C(schema.table)) whose revision is recorded.
-    type: str
-    default: alembic_version
   max_age:
     description:
-      - Seconds. When greater than 0 and the newest verified backup of the same database in O(dest) is younger,
-        return that backup (RV(reused=true), not changed) and take none.
+      - Seconds. When greater than 0 and the newest verified backup of the same database, server and Alembic
+        revision in O(dest) is younger, return that backup (RV(reused=true), not changed) and take none.
+      - The reused backup is checked like a new one first (size and sha256 against its manifest); a damaged
+        one is not reused (RV(reuse_refused) says why) and a new backup is taken.
     type: int
     default: 0
 attributes:
   check_mode:
     support: full
     details: Connects and checks the client and server versions, returns the path it would write, writes nothing.
+extends_documentation_fragment:
+  - connection
+  - connection.version_table
 notes:
   - Restore with M(pg_restore), which checks the manifest checksum first.
 author: release-migrations maintainers
@@ -198,6 +206,10 @@ reused:
   description: True when a verified backup younger than O(max_age) was returned instead of taking one.
   returned: always
   type: bool
+reuse_refused:
+  description: Why the backup O(max_age) would have reused was not (its bytes no longer match its manifest).
+  returned: when a candidate was refused
+  type: str
 msg:
   description: One line for the operator.
   returned: always
@@ -207,45 +219,38 @@ msg:
 
 from ansible.module_utils.backup_runner import BackupRequest, run_backup
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import redact, secrets_of
+from ansible.module_utils.module_shell import CONNECTION_SPEC, VERSION_TABLE_SPEC, argument_spec, run_request
+
+ARGUMENT_SPEC = argument_spec(
+    CONNECTION_SPEC, VERSION_TABLE_SPEC,
+    dest={"type": "path", "required": True},
+    format={"type": "str", "choices": ["custom", "directory", "plain", "tar"], "default": "plain"},
+    compression={"type": "str"},
+    jobs={"type": "int", "default": 2},
+    verify={"type": "bool", "default": True},
+    verify_read={"type": "bool", "default": False},
+    keep={"type": "int", "default": 0},
+    protect={"type": "list", "elements": "path", "default": []},
+    label={"type": "str"},
+    pg_bin_dir={"type": "path"},
+    max_age={"type": "int", "default": 0},
+)
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "url": {"type": "str", "required": True, "no_log": True},
-            "dest": {"type": "path", "required": True},
-            "format": {"type": "str", "choices": ["custom", "directory", "plain", "tar"], "default": "plain"},
-            "compression": {"type": "str"},
-            "jobs": {"type": "int", "default": 2},
-            "verify": {"type": "bool", "default": True},
-            "verify_read": {"type": "bool", "default": False},
-            "keep": {"type": "int", "default": 0},
-            "label": {"type": "str"},
-            "pg_bin_dir": {"type": "path"},
-            "version_table": {"type": "str", "default": "alembic_version"},
-            "max_age": {"type": "int", "default": 0},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
-    secrets = secrets_of(p["url"])
-    request = BackupRequest(
-        url=p["url"], dest=p["dest"], format=p["format"], compression=p["compression"], jobs=p["jobs"],
-        verify=p["verify"], verify_read=p["verify_read"], keep=p["keep"], label=p["label"], pg_bin_dir=p["pg_bin_dir"],
-        version_table=p["version_table"], max_age=p["max_age"], check=module.check_mode,
-    )
-    try:
-        result = run_backup(request)
-    except OperatorError as err:
-        module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets), **redact(err.details, secrets))
-    except KeyboardInterrupt as err:
-        module.fail_json(msg=f"Backup interrupted ({err}); the unfinished .partial was removed.")
-    except Exception as exc:  # disk full, permissions...: explained, secrets removed, never a raw traceback
-        module.fail_json(msg=redact(f"Backup failed: {type(exc).__name__}: {exc}. The unfinished .partial was "
-                                    "removed; nothing looks finished.", secrets))
-    module.exit_json(**redact(result, secrets))
+
+    def work() -> dict:
+        return run_backup(BackupRequest(
+            url=p["url"], dest=p["dest"], format=p["format"], compression=p["compression"], jobs=p["jobs"],
+            verify=p["verify"], verify_read=p["verify_read"], keep=p["keep"], label=p["label"],
+            pg_bin_dir=p["pg_bin_dir"], version_table=p["version_table"], max_age=p["max_age"],
+            protect=[str(x) for x in p["protect"] if x], check=module.check_mode,
+        ))
+
+    run_request(module, work, what="Backup", urls=(p["url"],),
+                interrupted="The unfinished .partial was removed; nothing looks finished.")
 
 
 if __name__ == "__main__":

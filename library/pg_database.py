@@ -13,12 +13,9 @@ description:
   - Used by the verify and drill steps for throw-away databases. Dropping terminates the
     database's other connections first (PostgreSQL 13 and later).
   - Connects to O(maintenance_db) on the same server with the same credentials.
+  - A name longer than PostgreSQL's 63 bytes is refused (PostgreSQL would cut it to another name).
 version_added: "1.0.0"
 options:
-  url:
-    description: C(postgresql://) URL whose database is created or dropped.
-    type: str
-    required: true
   state:
     description: Whether the database should exist.
     type: str
@@ -31,6 +28,8 @@ options:
 attributes:
   check_mode:
     support: full
+extends_documentation_fragment:
+  - connection
 author: release-migrations maintainers
 """
 
@@ -66,34 +65,29 @@ state:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import parse_url, redact, secrets_of
+from ansible.module_utils.module_shell import CONNECTION_SPEC, argument_spec, connection_of, run_request
 from ansible.module_utils.scratch_database import ensure_database
+
+ARGUMENT_SPEC = argument_spec(
+    CONNECTION_SPEC,
+    state={"type": "str", "choices": ["present", "absent"], "default": "present"},
+    maintenance_db={"type": "str", "default": "postgres"},
+)
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "url": {"type": "str", "required": True, "no_log": True},
-            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-            "maintenance_db": {"type": "str", "default": "postgres"},
-        },
-        supports_check_mode=True,
-    )
-    url = module.params["url"]
-    started = time.monotonic()
-    try:
-        name = parse_url(url).dbname
-        changed = ensure_database(
-            url, module.params["state"] == "present", maintenance_db=module.params["maintenance_db"],
-            check=module.check_mode,
-        )
-    except OperatorError as err:
-        module.fail_json(msg=redact(str(err), secrets_of(url)), hint=err.hint)
-    except Exception as exc:  # anything unforeseen: explained, secrets removed, never a raw traceback
-        module.fail_json(msg=redact(f"pg_database failed: {type(exc).__name__}: {exc}", secrets_of(url)))
-    module.exit_json(changed=changed, database=name, state=module.params["state"],
-                     duration_s=round(time.monotonic() - started, 3))
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+
+    def work() -> dict:
+        started = time.monotonic()
+        conn = connection_of(p["url"])
+        changed = ensure_database(conn, p["state"] == "present", maintenance_db=p["maintenance_db"],
+                                  check=module.check_mode)
+        return {"changed": changed, "database": conn.dbname, "state": p["state"],
+                "duration_s": round(time.monotonic() - started, 3)}
+
+    run_request(module, work, what="pg_database", urls=(p["url"],))
 
 
 if __name__ == "__main__":

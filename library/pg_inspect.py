@@ -21,10 +21,6 @@ description:
   - Always reports RV(ignore:changed=false); check mode behaves exactly like a normal run.
 version_added: "1.0.0"
 options:
-  url:
-    description: C(postgresql://) URL of the database to inspect. Its password never appears in the output.
-    type: str
-    required: true
   row_counts:
     description:
       - Count the rows of every user table exactly (a full count per table), excluding the O(version_table).
@@ -50,12 +46,6 @@ options:
     type: list
     elements: str
     default: []
-  version_table:
-    description:
-      - Alembic's version table (C(name) found on the role's C(search_path), or C(schema.name)).
-      - Its rows are RV(revision); the table itself is left out of RV(row_counts), RV(tables) and the schema.
-    type: str
-    default: alembic_version
   compare_with:
     description:
       - URL of another database (for example a scratch database migrated to the same revision)
@@ -75,7 +65,11 @@ options:
 attributes:
   check_mode:
     support: full
+extends_documentation_fragment:
+  - connection
+  - connection.version_table
 notes:
+  - The version table is left out of RV(row_counts), RV(tables) and the schema; its rows are RV(revision).
   - The schema snapshot covers non-system schemas - tables (columns with type, nullability, default,
     identity and generation; indexes; constraints), views, sequences and enum types. Objects owned
     by extensions and the version table are left out. Functions, triggers, grants and column order
@@ -260,49 +254,45 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.db_inspect import free_space, inspect_database
-from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import redact, secrets_of
+from ansible.module_utils.module_shell import (
+    CONNECTION_SPEC,
+    VERSION_TABLE_SPEC,
+    argument_spec,
+    connection_of,
+    run_request,
+)
+
+ARGUMENT_SPEC = argument_spec(
+    CONNECTION_SPEC, VERSION_TABLE_SPEC,
+    row_counts={"type": "bool", "default": True},
+    schema={"type": "bool", "default": False},
+    monitoring={"type": "bool", "default": False},
+    smoke_queries={"type": "list", "elements": "str", "default": []},
+    compare_with={"type": "str", "no_log": True},
+    expected_schema={"type": "dict"},
+    free_space_path={"type": "path"},
+)
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "url": {"type": "str", "required": True, "no_log": True},
-            "row_counts": {"type": "bool", "default": True},
-            "schema": {"type": "bool", "default": False},
-            "monitoring": {"type": "bool", "default": False},
-            "smoke_queries": {"type": "list", "elements": "str", "default": []},
-            "version_table": {"type": "str", "default": "alembic_version"},
-            "compare_with": {"type": "str", "no_log": True},
-            "expected_schema": {"type": "dict"},
-            "free_space_path": {"type": "path"},
-        },
-        mutually_exclusive=[("compare_with", "expected_schema")],
-        supports_check_mode=True,
-    )
-    params = module.params
-    secrets = secrets_of(params["url"]) + secrets_of(params["compare_with"])
-    started = time.monotonic()
-    try:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, mutually_exclusive=[("compare_with", "expected_schema")],
+                           supports_check_mode=True)
+    p = module.params
+
+    def work() -> dict:
+        started = time.monotonic()
         facts = inspect_database(
-            params["url"],
-            row_counts=params["row_counts"],
-            schema=params["schema"],
-            monitoring=params["monitoring"],
-            smoke_queries=params["smoke_queries"],
-            version_table=params["version_table"],
-            compare_with=params["compare_with"],
-            expected_schema=params["expected_schema"],
+            connection_of(p["url"]), row_counts=p["row_counts"], schema=p["schema"], monitoring=p["monitoring"],
+            smoke_queries=p["smoke_queries"], version_table=p["version_table"],
+            compare_with=connection_of(p["compare_with"]) if p["compare_with"] else None,
+            expected_schema=p["expected_schema"],
         )
-        if params["free_space_path"]:
-            facts["free_space"] = free_space(params["free_space_path"])
-    except OperatorError as err:
-        module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets),
-                         **redact(err.details, secrets))
-    except Exception as exc:  # anything unforeseen: explained, secrets removed, never a raw traceback
-        module.fail_json(msg=redact(f"Inspecting the database failed: {type(exc).__name__}: {exc}", secrets))
-    facts["duration_s"] = round(time.monotonic() - started, 3)
-    module.exit_json(changed=False, **redact(facts, secrets))
+        if p["free_space_path"]:
+            facts["free_space"] = free_space(p["free_space_path"])
+        facts["duration_s"] = round(time.monotonic() - started, 3)
+        return {"changed": False, **facts}
+
+    run_request(module, work, what="Inspecting the database", urls=(p["url"], p["compare_with"]))
 
 
 if __name__ == "__main__":

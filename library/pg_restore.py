@@ -27,16 +27,17 @@ description:
     the environment.
 version_added: "1.0.0"
 options:
-  url:
-    description: C(postgresql://) URL of the TARGET database.
-    type: str
-    required: true
   src:
     description: A backup path, or a directory of backups (latest verified backup of O(source_database)).
     type: path
     required: true
   source_database:
-    description: Database the backups in an O(src) directory are of. Defaults to the target's name.
+    description:
+      - Database the backup is of. With an O(src) directory, the latest verified backup of this database is
+        restored (default the target's name). With a backup path, it must match the database the backup holds.
+      - Restoring a backup of another database over a target that has tables is refused unless this names the
+        backup's database (a confirmation that replacing the target's data with that database's is meant).
+        Restoring it into a new or empty database is allowed with a warning.
     type: str
   jobs:
     description: Parallel C(pg_restore) jobs (custom and directory formats; tar restores with one).
@@ -77,10 +78,6 @@ options:
         a failed restore is redone from scratch. Plain dumps load in one transaction.
     type: bool
     default: true
-  version_table:
-    description: Alembic version table (optionally C(schema.table)) to read the revision from.
-    type: str
-    default: alembic_version
   maintenance_db:
     description: Database to connect to for creating and dropping the target.
     type: str
@@ -90,7 +87,11 @@ attributes:
     support: full
     details:
       - Resolves O(src), reads the manifest and verifies the checksum, looks at the target if reachable,
-        and reports what would happen. Touches nothing. Roles plan with it (RV(src), RV(manifest)).
+        and reports what would happen (RV(refusal) says why a real run would refuse). Touches nothing. Roles
+        plan with it (RV(src), RV(manifest)).
+extends_documentation_fragment:
+  - connection
+  - connection.version_table
 author: release-migrations maintainers
 """
 
@@ -156,6 +157,14 @@ confirm_required:
   description: Check mode only - the target has tables and O(confirm) is not set, so a real run would fail.
   returned: check mode
   type: bool
+refusal:
+  description: Check mode only - why a real run would refuse (null when it would go ahead).
+  returned: check mode
+  type: str
+backup_database:
+  description: The database the backup holds (from its manifest, else its file name).
+  returned: always
+  type: str
 duration_s:
   description: Seconds for the whole module run.
   returned: always
@@ -171,10 +180,12 @@ alembic_revision:
   elements: str
   sample: [3f2a9c1b7d4e]
 row_counts:
-  description: Exact row count per user table, keyed C(table) (public schema) or C(schema.table).
+  description:
+    - Exact row count per user table, keyed C(table) (public schema) or C(schema.table); the version
+      table and extension-owned tables are left out, as M(pg_inspect) does.
   returned: always
   type: dict
-  sample: {users: 120, releases: 42, alembic_version: 1}
+  sample: {users: 120, releases: 42}
 tables:
   description: Number of user tables in the restored database.
   returned: always
@@ -195,49 +206,40 @@ msg:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import redact, secrets_of
+from ansible.module_utils.module_shell import CONNECTION_SPEC, VERSION_TABLE_SPEC, argument_spec, run_request
 from ansible.module_utils.restore_runner import RestoreRequest, run_restore
+
+ARGUMENT_SPEC = argument_spec(
+    CONNECTION_SPEC, VERSION_TABLE_SPEC,
+    src={"type": "path", "required": True},
+    source_database={"type": "str"},
+    jobs={"type": "int", "default": 2},
+    create={"type": "bool", "default": True},
+    clean={"type": "bool", "default": False},
+    confirm={"type": "bool", "default": False},
+    no_owner={"type": "bool", "default": True},
+    pg_bin_dir={"type": "path"},
+    verify_checksum={"type": "bool", "default": True},
+    count_rows={"type": "bool", "default": True},
+    load_settings={"type": "bool", "default": True},
+    maintenance_db={"type": "str", "default": "postgres"},
+)
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "url": {"type": "str", "required": True, "no_log": True},
-            "src": {"type": "path", "required": True},
-            "source_database": {"type": "str"},
-            "jobs": {"type": "int", "default": 2},
-            "create": {"type": "bool", "default": True},
-            "clean": {"type": "bool", "default": False},
-            "confirm": {"type": "bool", "default": False},
-            "no_owner": {"type": "bool", "default": True},
-            "pg_bin_dir": {"type": "path"},
-            "verify_checksum": {"type": "bool", "default": True},
-            "count_rows": {"type": "bool", "default": True},
-            "load_settings": {"type": "bool", "default": True},
-            "version_table": {"type": "str", "default": "alembic_version"},
-            "maintenance_db": {"type": "str", "default": "postgres"},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
-    secrets = secrets_of(p["url"])
-    request = RestoreRequest(
-        url=p["url"], src=p["src"], source_database=p["source_database"], jobs=p["jobs"], create=p["create"],
-        clean=p["clean"], confirm=p["confirm"], no_owner=p["no_owner"], pg_bin_dir=p["pg_bin_dir"],
-        verify_checksum=p["verify_checksum"], count_rows=p["count_rows"], load_settings=p["load_settings"],
-        version_table=p["version_table"], maintenance_db=p["maintenance_db"], check=module.check_mode,
-    )
-    try:
-        result = run_restore(request)
-    except OperatorError as err:
-        module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets), **redact(err.details, secrets))
-    except KeyboardInterrupt as err:
-        module.fail_json(msg=f"Restore interrupted ({err}); rerun with clean: true and confirm: true.")
-    except Exception as exc:  # explained, secrets removed, never a raw traceback
-        module.fail_json(msg=redact(f"Restore failed: {type(exc).__name__}: {exc}. Rerun with clean: true and "
-                                    "confirm: true once the cause is fixed.", secrets))
-    module.exit_json(**redact(result, secrets))
+
+    def work() -> dict:
+        return run_restore(RestoreRequest(
+            url=p["url"], src=p["src"], source_database=p["source_database"], jobs=p["jobs"], create=p["create"],
+            clean=p["clean"], confirm=p["confirm"], no_owner=p["no_owner"], pg_bin_dir=p["pg_bin_dir"],
+            verify_checksum=p["verify_checksum"], count_rows=p["count_rows"], load_settings=p["load_settings"],
+            version_table=p["version_table"], maintenance_db=p["maintenance_db"], check=module.check_mode,
+        ))
+
+    run_request(module, work, what="Restore", urls=(p["url"],),
+                interrupted="Rerun with clean: true and confirm: true once the cause is fixed.")
 
 
 if __name__ == "__main__":

@@ -22,15 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import (
-    connect,
-    explain_connect_error,
-    mask_url,
-    parse_url,
-    redact,
-    secrets_of,
-    sqlalchemy_url,
-)
+from ansible.module_utils.pg_connection import ConnInfo, explain_connect_error, redact
 from ansible.module_utils.sql_lint import lint_sql
 
 LOCK_NOT_AVAILABLE = "55P03"
@@ -53,6 +45,10 @@ class MigrationRequest:
     version_table: str = "alembic_version"
     x_arguments: dict[str, str] = field(default_factory=dict)
     create_database: bool = False
+    conn: ConnInfo = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.conn = ConnInfo.parse(self.url)
 
 
 @dataclass
@@ -102,7 +98,7 @@ def build_config(req: MigrationRequest, output: io.StringIO | None = None):
     if ini:
         # Many env.py files import the application relative to the ini's directory.
         cfg.set_main_option("prepend_sys_path", cfg.get_main_option("prepend_sys_path") or base_dir)
-    cfg.set_main_option("sqlalchemy.url", sqlalchemy_url(req.url).replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", req.conn.sqlalchemy_url().replace("%", "%%"))
     cfg.set_main_option("version_table", req.version_table)
     return cfg
 
@@ -155,15 +151,27 @@ def resolve_target(script, spec: str, current: tuple[str, ...]) -> tuple[str, ..
         return heads
     if spec[0] in "+-" and spec[1:].isdigit():
         return _relative(script, spec, current)
+    if "," in spec:  # several revisions (e.g. every head, as a run's report records them): each resolved
+        found: list[str] = []
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            found += [r for r in resolve_target(script, part, current) if r not in found]
+        return tuple(found)
     try:
-        found = script.get_revisions(spec)
+        found_scripts = script.get_revisions(spec)
     except CommandError as exc:
+        matches = sorted(r for r in _topological(script) if r.startswith(spec))
+        if len(matches) > 1:
+            raise OperatorError(
+                f"Revision '{spec}' is ambiguous: {len(matches)} revisions start with it ({', '.join(matches[:10])}).",
+                "Give more characters of the revision id.",
+                matches=matches,
+            ) from None
         raise OperatorError(
             f"Revision '{spec}' is not in the Alembic chain: {exc}",
             f"Use an id from `alembic history` (heads: {', '.join(heads) or 'none'}), 'head', 'base' or -N/+N.",
             heads=list(heads),
         ) from None
-    return tuple(sc.revision for sc in found if sc is not None)
+    return tuple(sc.revision for sc in found_scripts if sc is not None)
 
 
 def _relative(script, spec: str, current: tuple[str, ...]) -> tuple[str, ...]:
@@ -223,10 +231,10 @@ def plan_for(script, current: tuple[str, ...], target: tuple[str, ...]) -> Plan:
 # The database side
 
 
-def _engine(url: str):
+def _engine(conn: ConnInfo):
     from sqlalchemy import create_engine, pool
 
-    return create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    return create_engine(conn.sync_sqlalchemy_url(), poolclass=pool.NullPool)
 
 
 def current_revisions(connection, version_table: str) -> tuple[str, ...]:
@@ -245,12 +253,12 @@ def migration_connection(req: MigrationRequest):
     from sqlalchemy import exc as sa_exc
     from sqlalchemy import text
 
-    engine = _engine(req.url)
+    engine = _engine(req.conn)
     try:
         try:
             conn = engine.connect()
         except sa_exc.OperationalError as exc:
-            raise explain_connect_error(str(exc.orig), req.url) from None
+            raise explain_connect_error(str(exc.orig), req.conn) from None
         try:
             for name, value in (("lock_timeout", req.lock_timeout), ("statement_timeout", req.statement_timeout)):
                 if value:
@@ -275,10 +283,10 @@ def advisory_lock_key(version_table: str) -> int:
 
 
 @contextmanager
-def advisory_lock(url: str, version_table: str, wait_s: float):
+def advisory_lock(conn_info: ConnInfo, version_table: str, wait_s: float):
     """Hold a session advisory lock on its own connection for the whole run."""
     key = advisory_lock_key(version_table)
-    conn = connect(url)
+    conn = conn_info.connect()
     try:
         deadline = time.monotonic() + max(wait_s, 0)
         with conn.cursor() as cur:
@@ -290,7 +298,7 @@ def advisory_lock(url: str, version_table: str, wait_s: float):
                     holder = _lock_holder(cur, key)
                     waited = f" after waiting {wait_s:g} s" if wait_s else ""
                     raise OperatorError(
-                        f"Another migration is running on database '{parse_url(url).dbname}'{waited}"
+                        f"Another migration is running on database '{conn_info.dbname}'{waited}"
                         f" ({holder}). Nothing was changed.",
                         "Wait for it to finish and run again, or set advisory_lock_wait (seconds) to queue behind it.",
                         lock_holder=holder,
@@ -405,7 +413,7 @@ def run(req: MigrationRequest, *, check: bool = False, sql_only: bool = False) -
     if req.create_database:
         from ansible.module_utils.scratch_database import ensure_database
 
-        created = ensure_database(req.url, True, check=check or sql_only)
+        created = ensure_database(req.conn, True, check=check or sql_only)
     plan, script = inspect_plan(req, database_missing=created and (check or sql_only))
     _check_direction(req, plan)
     result = _plan_result(plan)
@@ -417,7 +425,7 @@ def run(req: MigrationRequest, *, check: bool = False, sql_only: bool = False) -
                       duration_s=round(time.monotonic() - started, 3))
         return result
 
-    lock = advisory_lock(req.url, req.version_table, req.advisory_lock_wait) if req.advisory_lock else _nolock()
+    lock = advisory_lock(req.conn, req.version_table, req.advisory_lock_wait) if req.advisory_lock else _nolock()
     with lock:
         # Someone may have migrated while we waited for the lock: plan again under it.
         plan, script = inspect_plan(req)
@@ -550,7 +558,7 @@ def _down_destination(script, rev: str, plan: Plan, index: int) -> str:
     return plan.target_revision or "base"
 
 
-def safe_result(result: dict[str, Any], url: str) -> dict[str, Any]:
-    out = redact(result, secrets_of(url))
-    out["url"] = mask_url(url)
+def safe_result(result: dict[str, Any], conn: ConnInfo) -> dict[str, Any]:
+    out = redact(result, conn.secrets)
+    out["url"] = conn.masked
     return out

@@ -1,9 +1,10 @@
-"""Backup names, manifests, checksums, and which backups in a directory count (latest, retention).
+"""A backup's name, its manifest and its checksums: what one backup is, and whether its bytes are intact.
 
 A backup is ``<database>-<UTC %Y%m%dT%H%M%SZ>[-label].<ext>`` (a file, or a directory for the directory
 format) with ``<backup>.manifest.json`` beside it. While being written it is ``<backup>.partial``; only
 a finished, verified backup gets its final name and then its manifest, so a backup without a manifest
-never counts as verified. Everything here is plain file work, testable on a temporary directory.
+never counts as verified. Which backups of a directory count (latest, retention) is backup_catalog.py.
+Everything here is plain file work, testable on a temporary directory.
 """
 
 from __future__ import annotations
@@ -12,11 +13,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -271,133 +269,10 @@ def read_manifest(backup: str | Path) -> dict[str, Any]:
     return data
 
 
-# --- the backups in a directory --------------------------------------------------------------------
-
-
-@dataclass
-class BackupEntry:
-    """A finished backup (file or directory) in a backup directory, with its manifest if it has one."""
-
-    path: Path
-    database: str
-    finished_at: datetime
-    manifest: dict[str, Any] | None = None
-
-    @property
-    def verified(self) -> bool:
-        return bool(self.manifest and self.manifest.get("verified")) and self.path.exists()
-
-    @property
-    def manifest_path(self) -> Path:
-        return manifest_path_for(self.path)
-
-
-def _entry(path: Path) -> BackupEntry | None:
-    parsed = parse_backup_name(path.name)
-    manifest = None
-    if manifest_path_for(path).is_file():
-        try:
-            manifest = read_manifest(path)
-        except OperatorError:
-            manifest = None
-    if manifest is None and parsed is None:
-        return None
-    database = (manifest or {}).get("database") or (parsed or {}).get("database")
-    finished = parse_iso((manifest or {}).get("finished_at")) or (parsed or {}).get("taken_at")
-    if finished is None:
-        finished = datetime.fromtimestamp(path.stat().st_mtime, UTC) if path.exists() else utc_now()
-    return BackupEntry(path=path, database=database, finished_at=finished, manifest=manifest)
-
-
-def scan_backups(dest: str | Path) -> list[BackupEntry]:
-    """Every finished backup in ``dest`` (named like one, or with a manifest), newest first."""
-    root = Path(dest)
-    if not root.is_dir():
-        return []
-    candidates: set[Path] = set()
-    for item in root.iterdir():
-        name = item.name
-        if name.startswith(".") or name.endswith(PARTIAL_SUFFIX) or name.endswith(".tmp"):
-            continue
-        if name.endswith(MANIFEST_SUFFIX):
-            candidates.add(item.with_name(name.removesuffix(MANIFEST_SUFFIX)))
-        elif parse_backup_name(name):
-            candidates.add(item)
-    entries = [e for e in (_entry(p) for p in sorted(candidates)) if e is not None]
-    return sorted(entries, key=lambda e: (e.finished_at, e.path.name), reverse=True)
-
-
-def latest_verified(entries: list[BackupEntry], database: str) -> BackupEntry | None:
-    """The newest verified backup of ``database`` (by manifest finished_at)."""
-    verified = [e for e in entries if e.database == database and e.verified]
-    return max(verified, key=lambda e: (e.finished_at, e.path.name), default=None)
-
-
-def retention_victims(
-    entries: list[BackupEntry], database: str, keep: int, protect: tuple[str | Path, ...] = ()
-) -> list[BackupEntry]:
-    """Backups of ``database`` beyond the newest ``keep``; never the newest verified, never ``protect``."""
-    if keep <= 0:
-        return []
-    mine = sorted(
-        (e for e in entries if e.database == database), key=lambda e: (e.finished_at, e.path.name), reverse=True
-    )
-    newest_verified = latest_verified(mine, database)
-    protected = {Path(p).resolve() for p in protect}
-    if newest_verified is not None:
-        protected.add(newest_verified.path.resolve())
-    return [e for e in mine[keep:] if e.path.resolve() not in protected]
-
-
-def _newest_mtime(path: Path) -> float:
-    newest = path.lstat().st_mtime
-    if path.is_dir() and not path.is_symlink():
-        for item in path.rglob("*"):
-            try:
-                newest = max(newest, item.lstat().st_mtime)
-            except FileNotFoundError:
-                continue
-    return newest
-
-
-def stale_partials(
-    dest: str | Path, database: str, now: float | None = None, older_than_s: int = STALE_PARTIAL_S
-) -> list[Path]:
-    """Leftover ``.partial`` backups of ``database`` untouched for ``older_than_s`` (a crashed run's)."""
-    root = Path(dest)
-    if not root.is_dir():
-        return []
-    now = time.time() if now is None else now
-    stale = []
-    for item in sorted(root.iterdir()):
-        if not item.name.endswith(PARTIAL_SUFFIX):
-            continue
-        parsed = parse_backup_name(item.name.removesuffix(PARTIAL_SUFFIX))
-        if parsed is None or parsed["database"] != database:
-            continue
-        try:
-            if now - _newest_mtime(item) > older_than_s:
-                stale.append(item)
-        except FileNotFoundError:
-            continue
-    return stale
-
-
-def remove_path(path: str | Path) -> None:
-    path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def remove_backup(entry: BackupEntry) -> list[str]:
-    """Delete a backup and its manifest (manifest first: a backup never looks verified half-deleted)."""
-    removed = []
-    if entry.manifest_path.exists():
-        entry.manifest_path.unlink()
-        removed.append(str(entry.manifest_path))
-    if entry.path.exists():
-        remove_path(entry.path)
-        removed.append(str(entry.path))
-    return removed
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

@@ -24,7 +24,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import connect, parse_url, server_version
+from ansible.module_utils.pg_catalog import (
+    NOT_FROM_EXTENSION,
+    USER_SCHEMA,
+    count_rows,
+    qualified,
+    read_revisions,
+    user_tables,
+    version_table_oid,
+)
+from ansible.module_utils.pg_connection import ConnInfo, server_version
 
 SNAPSHOT_FORMAT = 1
 SMOKE_TIMEOUT_S = 30
@@ -42,22 +51,9 @@ _CONSTRAINT_TYPES = {
 }
 _IDENTITY = {"a": "always", "d": "by default"}
 _GENERATED = {"s": "stored", "v": "virtual"}
-# User objects only: pg_* schemas (catalog, toast, temp) and information_schema are the system's.
-_USER_SCHEMA = "n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'"
-_NOT_FROM_EXTENSION = (
-    "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = {catalog}::regclass AND d.objid = {oid} "
-    "AND d.deptype = 'e')"
-)
-
-
 # --------------------------------------------------------------------------------------------
 # Small pure helpers
 # --------------------------------------------------------------------------------------------
-
-def qualified(schema: str, name: str) -> str:
-    """How objects are named in results: ``users`` in public, ``audit.events`` elsewhere."""
-    return name if schema == "public" else f"{schema}.{name}"
-
 
 def json_value(value: Any) -> Any:
     """A smoke query's result as JSON: numbers, booleans and null as they are, anything else as text."""
@@ -278,64 +274,6 @@ def diff_schemas(live: dict, expected: dict) -> list[str]:
 # Reading the database
 # --------------------------------------------------------------------------------------------
 
-def _version_table_oid(cur, version_table: str) -> int | None:
-    """The version table's oid under the session's own search_path, or None when it does not exist."""
-    schema, _, table = version_table.rpartition(".")
-    if schema:
-        cur.execute("SELECT to_regclass(quote_ident(%s) || '.' || quote_ident(%s))::oid", (schema, table))
-    else:
-        cur.execute("SELECT to_regclass(quote_ident(%s))::oid", (table,))
-    return cur.fetchone()[0]
-
-
-def read_revision(cur, version_oid: int | None) -> list[str]:
-    """The revisions recorded in the version table, sorted; [] when the table is absent."""
-    from psycopg2 import sql
-
-    if version_oid is None:
-        return []
-    cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.oid = %s", (version_oid,))
-    schema, table = cur.fetchone()
-    cur.execute(sql.SQL("SELECT version_num FROM {}.{} ORDER BY version_num").format(
-        sql.Identifier(schema), sql.Identifier(table)))
-    return [str(row[0]) for row in cur.fetchall()]
-
-
-def user_tables(cur, version_oid: int | None) -> list[tuple[int, str, str]]:
-    """(oid, schema, name) of the user's tables, without extension-owned ones and the version table."""
-    cur.execute(
-        "SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        f"WHERE c.relkind IN ('r', 'p') AND {_USER_SCHEMA} AND c.oid IS DISTINCT FROM %s::oid AND "
-        + _NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid")
-        + " ORDER BY n.nspname, c.relname",
-        (version_oid,),
-    )
-    return [(int(oid), schema, name) for oid, schema, name in cur.fetchall()]
-
-
-def count_rows(cur, tables: list[tuple[int, str, str]]) -> dict[str, int | None]:
-    """Exact ``count(*)`` per table (None where the role may not read the table)."""
-    from psycopg2 import errors, sql
-
-    counts: dict[str, int | None] = {}
-    for oid, schema, name in tables:
-        cur.execute("SELECT has_table_privilege(%s::oid, 'SELECT')", (oid,))
-        if not cur.fetchone()[0]:
-            counts[qualified(schema, name)] = None
-            continue
-        try:
-            cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name)))
-        except errors.LockNotAvailable:
-            raise OperatorError(
-                f"Counting rows of {qualified(schema, name)} waited more than {LOCK_TIMEOUT_S}s for a lock.",
-                "A migration or a long transaction holds an exclusive lock on it; see pg_stat_activity "
-                "(pg_inspect with monitoring: true and row_counts: false lists the lock waits), or retry later.",
-            ) from None
-        counts[qualified(schema, name)] = int(cur.fetchone()[0])
-    return counts
-
-
 def snapshot_schema(cur, tables: list[tuple[int, str, str]]) -> dict:
     """The schema as JSON-ready data: tables (columns, indexes, constraints), views, sequences, enums.
 
@@ -386,8 +324,8 @@ def snapshot_schema(cur, tables: list[tuple[int, str, str]]) -> dict:
         }
     cur.execute(
         "SELECT n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid) FROM pg_class c "
-        f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('v', 'm') AND {_USER_SCHEMA} AND "
-        + _NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid") + " ORDER BY 1, 2"
+        f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('v', 'm') AND {USER_SCHEMA} AND "
+        + NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid") + " ORDER BY 1, 2"
     )
     snap["views"] = {
         qualified(schema, name): {"kind": "materialized view" if kind == "m" else "view", "definition": definition}
@@ -396,8 +334,8 @@ def snapshot_schema(cur, tables: list[tuple[int, str, str]]) -> dict:
     cur.execute(
         "SELECT n.nspname, c.relname, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, "
         "s.seqmax, s.seqcycle FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid "
-        f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_USER_SCHEMA} AND "
-        + _NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid") + " ORDER BY 1, 2"
+        f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER_SCHEMA} AND "
+        + NOT_FROM_EXTENSION.format(catalog="'pg_class'", oid="c.oid") + " ORDER BY 1, 2"
     )
     snap["sequences"] = {
         qualified(schema, name): {"type": type_, "start": int(start), "increment": int(inc), "min": int(lo),
@@ -407,7 +345,7 @@ def snapshot_schema(cur, tables: list[tuple[int, str, str]]) -> dict:
     cur.execute(
         "SELECT n.nspname, t.typname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_type t "
         "JOIN pg_namespace n ON n.oid = t.typnamespace JOIN pg_enum e ON e.enumtypid = t.oid "
-        f"WHERE {_USER_SCHEMA} AND " + _NOT_FROM_EXTENSION.format(catalog="'pg_type'", oid="t.oid")
+        f"WHERE {USER_SCHEMA} AND " + NOT_FROM_EXTENSION.format(catalog="'pg_type'", oid="t.oid")
         + " GROUP BY 1, 2 ORDER BY 1, 2"
     )
     snap["enums"] = {qualified(schema, name): list(labels) for schema, name, labels in cur.fetchall()}
@@ -473,7 +411,7 @@ def monitoring_snapshot(cur) -> dict:
         cur.execute(
             "SELECT n.nspname, c.relname, pg_total_relation_size(c.oid), pg_relation_size(c.oid), "
             "pg_indexes_size(c.oid), c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            f"WHERE c.relkind IN ('r', 'p', 'm') AND {_USER_SCHEMA} ORDER BY 3 DESC, 1, 2 LIMIT %s",
+            f"WHERE c.relkind IN ('r', 'p', 'm') AND {USER_SCHEMA} ORDER BY 3 DESC, 1, 2 LIMIT %s",
             (TOP_TABLES,),
         )
         return [
@@ -568,10 +506,10 @@ def run_smoke_queries(conn, queries: Iterable[str], timeout_s: int = SMOKE_TIMEO
     return results
 
 
-def _inspect_error(url: str, exc: Exception) -> OperatorError:
+def _inspect_error(conn_info: ConnInfo, exc: Exception) -> OperatorError:
     text = (getattr(exc, "pgerror", None) or str(exc)).strip()
     return OperatorError(
-        f"Inspecting database '{parse_url(url).dbname}' failed: {text}",
+        f"Inspecting database '{conn_info.dbname}' failed: {text}",
         "Check that the role in the URL may read the catalogs and the application's tables.",
     )
 
@@ -580,17 +518,17 @@ def _read_facts(conn, *, version_table: str, row_counts: bool, schema: bool, mon
     with conn.cursor() as cur:
         cur.execute("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         try:
-            version_oid = _version_table_oid(cur, version_table)
+            version_oid = version_table_oid(cur, version_table)
             # A fixed search_path makes pg_get_*def and format_type name objects the same way for
             # every caller, so snapshots compare equal across sessions and users.
             cur.execute("SET LOCAL search_path = public")
             cur.execute("SET LOCAL lock_timeout = %s", (f"{LOCK_TIMEOUT_S}s",))
             tables = user_tables(cur, version_oid)
             facts: dict[str, Any] = {
-                "revision": read_revision(cur, version_oid),
+                "revision": read_revisions(cur, version_table, version_oid),
                 "tables": len(tables),
                 "row_counts": count_rows(cur, tables) if row_counts else None,
-                "schema": snapshot_schema(cur, tables) if schema else None,
+                "schema": snapshot_schema(cur, user_tables(cur, version_oid, partitions=True)) if schema else None,
             }
             cur.execute("SELECT current_database(), pg_database_size(current_database())")
             facts["database"], size = cur.fetchone()
@@ -602,14 +540,14 @@ def _read_facts(conn, *, version_table: str, row_counts: bool, schema: bool, mon
 
 
 def inspect_database(
-    url: str,
+    conn_info: ConnInfo,
     *,
     row_counts: bool = True,
     schema: bool = False,
     monitoring: bool = False,
     smoke_queries: Iterable[str] = (),
     version_table: str = "alembic_version",
-    compare_with: str | None = None,
+    compare_with: ConnInfo | None = None,
     expected_schema: dict | None = None,
     smoke_timeout_s: int = SMOKE_TIMEOUT_S,
 ) -> dict:
@@ -622,14 +560,14 @@ def inspect_database(
     # No session-level SET (such as default_transaction_read_only): behind a transaction-pooling
     # pgbouncer it would outlive us on a server connection other clients share. Every statement
     # we send runs in an explicit READ ONLY transaction instead.
-    conn = connect(url)
+    conn = conn_info.connect()
     try:
         try:
             facts = _read_facts(conn, version_table=version_table, row_counts=row_counts, schema=want_snapshot,
                                 monitoring=monitoring)
             facts["server_version"] = server_version(conn)[1]
         except psycopg2.Error as exc:
-            raise _inspect_error(url, exc) from None
+            raise _inspect_error(conn_info, exc) from None
         facts["smoke"] = run_smoke_queries(conn, smoke_queries, smoke_timeout_s)
     finally:
         conn.close()
@@ -637,7 +575,7 @@ def inspect_database(
     live = facts["schema"]
     reference = expected_schema
     if compare_with is not None:
-        other = connect(compare_with)
+        other = compare_with.connect()
         try:
             reference = _read_facts(other, version_table=version_table, row_counts=False, schema=True,
                                     monitoring=False)["schema"]

@@ -1,28 +1,40 @@
-"""PostgreSQL connection URLs: parsing, masking, libpq environment and connecting.
+"""One PostgreSQL connection, parsed once: its URL forms, its secrets, its libpq environment.
 
-Secrets never go on a command line: client tools get the password through ``PGPASSWORD`` in
-their environment, and every text we return passes through :func:`redact` first.
+A module parses its ``url`` option into a :class:`ConnInfo` at entry and hands that object down;
+nothing below re-reads the URL text. The object knows how to show itself (password masked), which
+strings must never be printed (its secrets), the environment a client tool needs (so no secret is on
+a command line, where ``ps`` shows it to every user) and the URLs psycopg2 and SQLAlchemy read.
+
+A URL that libpq and a reader could understand differently (an unencoded ``@``, ``/``, ``?`` or ``#``
+in the password) is refused before anything connects, and no part of its user-info is echoed.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote
 
 from ansible.module_utils.operator_error import OperatorError
 
 MASK = "********"
 APPLICATION_NAME = "release-migrations"
-_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg")
+# Schemes we accept; the part after '+' is a SQLAlchemy driver, kept for the app's own env.py.
+_SCHEMES = ("postgresql", "postgres")
+_DRIVERS = ("psycopg2", "psycopg", "psycopg2cffi", "asyncpg", "pg8000", "psycopg_async")
+_ENCODE_HINT = (
+    "Percent-encode the user name and password: @ as %40, : as %3A, / as %2F, ? as %3F, # as %23, "
+    "% as %25 (Ansible: {{ password | urlencode }}; Python: urllib.parse.quote(password, safe=''))."
+)
 
 # libpq URL query parameters that have an environment-variable twin.
 _PARAM_ENV = {
     "host": "PGHOST",
     "hostaddr": "PGHOSTADDR",
     "port": "PGPORT",
+    "user": "PGUSER",
     "sslmode": "PGSSLMODE",
     "sslrootcert": "PGSSLROOTCERT",
     "sslcert": "PGSSLCERT",
@@ -30,20 +42,87 @@ _PARAM_ENV = {
     "connect_timeout": "PGCONNECT_TIMEOUT",
     "options": "PGOPTIONS",
     "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "passfile": "PGPASSFILE",
     "password": "PGPASSWORD",
 }
 
 
+def _bad_url(problem: str, hint: str = _ENCODE_HINT) -> OperatorError:
+    return OperatorError(f"The database URL {problem}", hint)
+
+
+def _check_percent_escapes(text: str, where: str) -> None:
+    if re.search(r"%(?![0-9A-Fa-f]{2})", text):
+        raise _bad_url(f"has a '%' in its {where} that is not a percent-escape (%XX).")
+
+
 @dataclass(frozen=True)
 class ConnInfo:
-    """A parsed ``postgresql://`` URL."""
+    """A parsed ``postgresql://`` URL. ``repr`` and ``str`` never show the password."""
 
     user: str | None
-    password: str | None
+    password: str | None = field(repr=False)
     host: str | None
     port: int | None
     dbname: str
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict, repr=False)
+    driver: str | None = None  # the SQLAlchemy driver the URL named (postgresql+asyncpg://)
+
+    # --- parsing -------------------------------------------------------------------------------
+
+    @classmethod
+    def parse(cls, url: str) -> ConnInfo:
+        """Parse a URL (``postgresql://``, ``postgres://``, ``postgresql+DRIVER://``) or refuse it."""
+        if not isinstance(url, str) or "://" not in url:
+            raise _bad_url("is empty or not a URL.", "Pass a URL such as postgresql://USER:PASSWORD@HOST:5432/DBNAME.")
+        scheme, rest = url.split("://", 1)
+        base, _, driver = scheme.lower().partition("+")
+        if base not in _SCHEMES or (driver and driver not in _DRIVERS):
+            raise _bad_url(f"has scheme '{scheme[:40]}', which is not PostgreSQL.",
+                           "Use a postgresql:// URL (postgresql+asyncpg:// or +psycopg are accepted too).")
+        if "#" in rest:
+            raise _bad_url("contains '#' (a fragment, or an unencoded '#' in the password).")
+        at = rest.find("@")
+        userinfo = None
+        if at >= 0:
+            before = rest[:at]
+            if "/" in before or "?" in before:
+                raise _bad_url("has an '@' after the start of its path or query: an unencoded '/' or '?' in the "
+                               "password, or an '@' in the database name or a parameter.")
+            if "@" in rest[at + 1:]:
+                raise _bad_url("contains more than one '@' (an unencoded '@' in the user name or password).")
+            userinfo, rest = before, rest[at + 1:]
+        hostport, sep, tail = _split_at_first(rest, "/?")
+        path, _, query = (tail.partition("?") if sep == "/" else ("", "", tail)) if sep else ("", "", "")
+        user = password = None
+        if userinfo is not None:
+            _check_percent_escapes(userinfo, "user name or password")
+            user_text, colon, password_text = userinfo.partition(":")
+            user = unquote(user_text) or None
+            password = unquote(password_text) if colon else None
+        host, port = _parse_hostport(hostport)
+        _check_percent_escapes(path, "database name")
+        params: dict[str, str] = {}
+        for item in filter(None, query.split("&")):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise _bad_url("has a query parameter without '=' (write key=value pairs joined by &).")
+            _check_percent_escapes(item, "parameters")
+            params[unquote(key)] = unquote(value)
+        dbname = unquote(path) or params.pop("dbname", "")
+        params.pop("dbname", None)
+        if not dbname:
+            masked = _masked_text(base, driver, user, password, host, port, "", params)
+            raise OperatorError(
+                f"The database URL {masked} names no database.",
+                "Append the database name to the URL, as in postgresql://HOST/release_manager.",
+            )
+        if "\x00" in dbname:
+            raise _bad_url("has a NUL byte in its database name.", "Fix the database name.")
+        return cls(user=user, password=password, host=host, port=port, dbname=dbname, params=params,
+                   driver=driver or None)
+
+    # --- what it shows -------------------------------------------------------------------------
 
     @property
     def where(self) -> str:
@@ -51,117 +130,172 @@ class ConnInfo:
         host = self.params.get("host") or self.host or "local socket"
         return f"{host}:{self.port}" if self.port else host
 
+    @property
+    def masked(self) -> str:
+        """The URL with every password masked: safe to print and to store in a report."""
+        return _masked_text("postgresql", self.driver, self.user, self.password, self.host, self.port,
+                            self.dbname, self.params)
+
+    def __str__(self) -> str:
+        return self.masked
+
+    @property
+    def secrets(self) -> list[str]:
+        """Strings that must never appear in output: the password (URL or parameter) and its encodings,
+        and a ``PGPASSWORD`` from the environment that stands in for a missing one."""
+        found = {s for s in (self.password, self.params.get("password"), os.environ.get("PGPASSWORD")) if s}
+        out: set[str] = set()
+        for secret in found:
+            out |= {secret, quote(secret, safe=""), quote(secret)}
+        return sorted(out, key=len, reverse=True)
+
+    # --- what it connects with -----------------------------------------------------------------
+
+    def url(self, *, scheme: str = "postgresql") -> str:
+        """The full URL (password included): only for drivers, never for output."""
+        return _url_text(scheme, self.user, self.password, self.host, self.port, self.dbname, self.params)
+
+    @property
+    def libpq_url(self) -> str:
+        """The URL as libpq and psycopg2 read it."""
+        return self.url()
+
+    def sqlalchemy_url(self) -> str:
+        """The URL for SQLAlchemy: the driver the user named (an async app's env.py needs asyncpg), else psycopg2."""
+        return self.url(scheme=f"postgresql+{self.driver or 'psycopg2'}")
+
+    def sync_sqlalchemy_url(self) -> str:
+        """The URL for our own synchronous SQLAlchemy engine (always psycopg2)."""
+        return self.url(scheme="postgresql+psycopg2")
+
+    def with_database(self, dbname: str) -> ConnInfo:
+        """The same server and credentials, another database."""
+        return replace(self, dbname=dbname)
+
+    def libpq_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for pg_dump/pg_restore/psql: the whole connection, password included.
+
+        The tools then connect exactly as psycopg2 does with this URL: what the URL names wins, and
+        what it leaves out comes from the same environment (PGPASSWORD, PGPASSFILE, PGUSER, ...).
+        """
+        env = dict(os.environ if base is None else base)
+        env.pop("PGDATABASE", None)
+        for key, value in (("PGHOST", self.host), ("PGPORT", self.port), ("PGUSER", self.user),
+                           ("PGPASSWORD", self.password)):
+            if value not in (None, ""):
+                env[key] = str(value)
+        env["PGDATABASE"] = self.dbname
+        env.setdefault("PGAPPNAME", APPLICATION_NAME)
+        for key, value in self.params.items():
+            if key in _PARAM_ENV:
+                env[_PARAM_ENV[key]] = value
+        return env
+
+    def connect(self, *, autocommit: bool = True, connect_timeout: int = 10):
+        """A psycopg2 connection; connection failures become :class:`OperatorError` (password removed)."""
+        import psycopg2  # imported here so URL helpers work without the driver
+
+        try:
+            conn = psycopg2.connect(self.libpq_url, connect_timeout=connect_timeout,
+                                    application_name=APPLICATION_NAME)
+        except psycopg2.Error as exc:
+            raise explain_connect_error(str(exc), self) from None
+        conn.autocommit = autocommit
+        return conn
+
+
+def _split_at_first(text: str, chars: str) -> tuple[str, str, str]:
+    positions = [i for i in (text.find(c) for c in chars) if i >= 0]
+    if not positions:
+        return text, "", ""
+    i = min(positions)
+    return text[:i], text[i], text[i + 1:]
+
+
+def _parse_hostport(hostport: str) -> tuple[str | None, int | None]:
+    if "," in hostport:
+        raise _bad_url("lists several hosts; this tool connects to one server.",
+                       "Name one host (the primary), e.g. postgresql://USER@db-primary:5432/DBNAME.")
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            raise _bad_url("has an IPv6 address without its closing ']'.", "Write it as [::1]:5432.")
+        host, port_text = hostport[1:end], hostport[end + 1:].removeprefix(":")
+    else:
+        host, _, port_text = hostport.partition(":")
+    _check_percent_escapes(host, "host")
+    if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+        raise _bad_url("has a port that is not a number from 1 to 65535 (an unencoded ':' or '@' in the "
+                       "password can cause this).")
+    return (unquote(host) or None), (int(port_text) if port_text else None)
+
+
+def _url_text(scheme: str, user: str | None, password: str | None, host: str | None, port: int | None,
+              dbname: str, params: dict[str, str], password_text: str | None = None) -> str:
+    userinfo = ""
+    if user is not None or password is not None:
+        userinfo = quote(user or "", safe="")
+        if password is not None:
+            userinfo += ":" + (password_text if password_text is not None else quote(password, safe=""))
+        userinfo += "@"
+    hostport = ""
+    if host:
+        hostport = f"[{host}]" if ":" in host else quote(host, safe="")
+    if port:
+        hostport += f":{port}"
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe='/:,*')}" for k, v in params.items())
+    return f"{scheme}://{userinfo}{hostport}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
+
+
+def _masked_text(base: str, driver: str | None, user, password, host, port, dbname, params) -> str:
+    shown = {k: (MASK if k == "password" else v) for k, v in params.items()}
+    scheme = f"{base}+{driver}" if driver else base
+    return _url_text(scheme, user, password, host, port, dbname, shown, password_text=MASK)
+
+
+# --- module-facing helpers -----------------------------------------------------------------------
+
 
 def parse_url(url: str) -> ConnInfo:
-    """Parse a PostgreSQL URL (``postgresql://``, ``postgres://`` or a SQLAlchemy ``+psycopg2``)."""
-    if not url or "://" not in url:
-        raise OperatorError(
-            "The database URL is empty or not a URL.",
-            "Pass a URL such as postgresql://USER:PASSWORD@HOST:5432/DBNAME.",
-        )
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES:
-        raise OperatorError(
-            f"The database URL has scheme '{parts.scheme}', which is not PostgreSQL.",
-            "Use a postgresql:// URL.",
-        )
-    dbname = unquote(parts.path.lstrip("/"))
-    params: dict[str, str] = {}
-    for item in filter(None, parts.query.split("&")):
-        key, _, value = item.partition("=")
-        params[unquote(key)] = unquote(value)
-    if not dbname:
-        dbname = params.pop("dbname", "")
-    if not dbname:
-        raise OperatorError(
-            f"The database URL {mask_url(url)} names no database.",
-            "Append the database name to the URL, as in postgresql://HOST/release_manager.",
-        )
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise OperatorError(f"The database URL has a bad port: {exc}.", "Use a number, e.g. :5432.") from None
-    return ConnInfo(
-        user=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
-        host=unquote(parts.hostname) if parts.hostname else None,
-        port=port,
-        dbname=dbname,
-        params=params,
-    )
+    """:meth:`ConnInfo.parse` (kept as a function for callers that hold only a URL string)."""
+    return ConnInfo.parse(url)
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password (in the user part or a ``password=`` parameter) masked."""
+    """The URL with its password masked; a URL that cannot be parsed shows nothing of itself."""
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return MASK
-    query = re.sub(r"(^|&)password=[^&]*", rf"\1password={MASK}", parts.query)
-    parts = parts._replace(query=query)
-    if parts.password is None:
-        return urlunsplit(parts)
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:{MASK}@{netloc[1]}"))
-
-
-def with_database(url: str, dbname: str) -> str:
-    """The same server and credentials, another database."""
-    parts = urlsplit(url)
-    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("dbname="))
-    return urlunsplit(parts._replace(path="/" + quote(dbname, safe=""), query=query))
-
-
-def libpq_url(url: str) -> str:
-    """The URL as libpq and psycopg2 read it (no SQLAlchemy driver suffix)."""
-    parse_url(url)
-    scheme, rest = url.split("://", 1)
-    return "postgresql://" + rest if scheme != "postgresql" else url
-
-
-def sqlalchemy_url(url: str) -> str:
-    """The URL as SQLAlchemy reads it, with the psycopg2 driver."""
-    return "postgresql+psycopg2://" + libpq_url(url).split("://", 1)[1]
-
-
-def libpq_env(url: str, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for pg_dump/pg_restore/psql: the whole connection, password included.
-
-    The command line then names nothing secret (``ps`` shows command lines to every user).
-    """
-    info = parse_url(url)
-    env = dict(os.environ if base is None else base)
-    for var in ("PGSERVICE", "PGDATABASE", "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGPASSWORD"):
-        env.pop(var, None)
-    if info.host:
-        env["PGHOST"] = info.host
-    if info.port:
-        env["PGPORT"] = str(info.port)
-    if info.user:
-        env["PGUSER"] = info.user
-    if info.password:
-        env["PGPASSWORD"] = info.password
-    env["PGDATABASE"] = info.dbname
-    env.setdefault("PGAPPNAME", APPLICATION_NAME)
-    for key, value in info.params.items():
-        if key in _PARAM_ENV:
-            env[_PARAM_ENV[key]] = value
-    return env
-
-
-def secrets_of(url: str | None) -> list[str]:
-    """The strings that must never appear in output for this URL."""
-    if not url:
-        return []
-    try:
-        info = parse_url(url)
+        return ConnInfo.parse(url).masked
     except OperatorError:
+        return f"<a database URL that cannot be parsed: {MASK}>"
+
+
+def secrets_of(*urls: str | None) -> list[str]:
+    """The strings that must never appear in output for these URLs (unparseable ones: their user-info)."""
+    out: set[str] = set()
+    for url in urls:
+        if not url:
+            continue
+        try:
+            out |= set(ConnInfo.parse(url).secrets)
+        except OperatorError:
+            out |= set(_raw_userinfo_secrets(url))
+    if os.environ.get("PGPASSWORD"):
+        out.add(os.environ["PGPASSWORD"])
+    return sorted(out, key=len, reverse=True)
+
+
+def _raw_userinfo_secrets(url: str) -> list[str]:
+    """For a URL we refused: everything between '://' and its last '@', and each piece of it."""
+    rest = url.split("://", 1)[-1]
+    if "@" not in rest:
         return []
-    password = info.password or info.params.get("password")
-    if not password:
-        return []
-    return sorted({password, quote(password, safe=""), quote(password)}, key=len, reverse=True)
+    userinfo = rest.rsplit("@", 1)[0]
+    pieces = {userinfo, unquote(userinfo)}
+    user, _, password = userinfo.partition(":")
+    if password:
+        pieces |= {password, unquote(password)}
+        pieces |= {p for p in re.split(r"[@:/?#%]", password) if len(p) >= 4}
+    return [p for p in pieces if p]
 
 
 def redact(text: Any, secrets: list[str]) -> Any:
@@ -176,46 +310,31 @@ def redact(text: Any, secrets: list[str]) -> Any:
         if secret:
             text = text.replace(secret, MASK)
     text = re.sub(r"([?&]password=)[^&\s'\"]*", rf"\1{MASK}", text)
-    return re.sub(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)[^@\s]*@", rf"\1{MASK}@", text)
+    return re.sub(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)[^\s]*@", rf"\1{MASK}@", text)
 
 
-def explain_connect_error(error_text: str, url: str) -> OperatorError:
+def explain_connect_error(error_text: str, conn: ConnInfo) -> OperatorError:
     """Turn a libpq connection error into an operator-facing error (password removed)."""
-    info = parse_url(url)
-    text = redact(str(error_text).strip(), secrets_of(url))
+    text = redact(str(error_text).strip(), conn.secrets)
     if "password authentication failed" in text or "no password supplied" in text:
         hint = (
-            f"Check the password for user '{info.user}' (the vault variable or DATABASE_URL); "
+            f"Check the password for user '{conn.user}' (the vault variable, DATABASE_URL or PGPASSWORD); "
             "it was not accepted by the server."
         )
     elif "does not exist" in text and "database" in text:
-        hint = f"Create database '{info.dbname}' first, or fix the database name in the URL."
+        hint = f"Create database '{conn.dbname}' first, or fix the database name in the URL."
     elif "Connection refused" in text or "No such file or directory" in text or "timeout" in text:
         hint = (
-            f"Check that PostgreSQL runs at {info.where} and accepts connections "
+            f"Check that PostgreSQL runs at {conn.where} and accepts connections "
             "(from a laptop: kubectl port-forward to the database service first)."
         )
     elif "could not translate host name" in text:
-        hint = f"The host '{info.host}' does not resolve; fix the host in the URL."
+        hint = f"The host '{conn.host}' does not resolve; fix the host in the URL."
     else:
         hint = "Check the database URL and that the server is reachable from this host."
     return OperatorError(
-        f"Cannot connect to database '{info.dbname}' at {info.where} as '{info.user}': {text}", hint
+        f"Cannot connect to database '{conn.dbname}' at {conn.where} as '{conn.user}': {text}", hint
     )
-
-
-def connect(url: str, *, autocommit: bool = True, connect_timeout: int = 10):
-    """A psycopg2 connection; connection failures become :class:`OperatorError`."""
-    import psycopg2  # imported here so URL helpers work without the driver
-
-    try:
-        conn = psycopg2.connect(
-            libpq_url(url), connect_timeout=connect_timeout, application_name=APPLICATION_NAME
-        )
-    except psycopg2.Error as exc:  # also a malformed URL (ProgrammingError quotes the raw value)
-        raise explain_connect_error(str(exc), url) from None
-    conn.autocommit = autocommit
-    return conn
 
 
 def server_version(conn) -> tuple[int, str]:
@@ -226,3 +345,30 @@ def server_version(conn) -> tuple[int, str]:
         cur.execute("SHOW server_version")
         full = cur.fetchone()[0].split()[0]
     return major, full
+
+
+def path_component(name: str) -> str:
+    """A database name as one safe path component: inside its parent directory whatever the name.
+
+    Letters, digits, '_', '-' and '.' stay; anything else becomes %XX; a leading '.' too (no '.', '..'
+    or hidden names).
+    """
+    text = "".join(c if (c.isascii() and (c.isalnum() or c in "_-.")) else quote(c, safe="") for c in name)
+    if text.startswith("."):
+        text = "%2E" + text[1:]
+    return text or "%00"
+
+
+NAMEDATALEN = 63
+
+
+def scratch_name(database: str, purpose: str, seed: str) -> str:
+    """A scratch database name for ``database`` that PostgreSQL keeps whole (at most 63 bytes).
+
+    Truncating ``<name>_drill_<hash>`` to 63 bytes, as PostgreSQL would, could land on the source
+    database itself; so the source part is shortened instead and the suffix always survives.
+    """
+    suffix = f"_{purpose}_{seed[:8]}"
+    room = NAMEDATALEN - len(suffix.encode())
+    head = database.encode()[:room].decode("utf-8", "ignore")
+    return head + suffix

@@ -2,61 +2,44 @@
 
 Everything that can refuse does so before the target is touched: the backup's checksum (a flipped
 byte or a truncated file), a missing manifest, a client too old for the server or the archive, a
-non-empty target without ``confirm``. Then the load, then a marker comment on the database so a
-second run with the same backup is a no-op, then the facts an operator checks by hand today: the
-Alembic revision and the row counts.
+non-empty target without ``confirm``, another database's backup over an existing database without
+``source_database`` naming it. Then the load, then a marker comment on the database so a second run
+with the same backup is a no-op, then the facts an operator checks by hand today: the Alembic
+revision and the row counts.
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible.module_utils.backup_catalog import latest_verified, scan_backups
 from ansible.module_utils.backup_manifest import (
     PARTIAL_SUFFIX,
     format_of,
-    latest_verified,
     manifest_path_for,
+    parse_backup_name,
     read_manifest,
-    scan_backups,
     verify_checksum,
 )
-from ansible.module_utils.backup_runner import (
-    database_errors_explained,
-    read_revisions,
-    run_tool,
-    table_key,
-    terminate_as_exception,
-    tool_failure,
-    user_tables,
-)
+from ansible.module_utils.client_process import run_tool, terminate_as_exception, tool_failure
+from ansible.module_utils.db_errors import explained
 from ansible.module_utils.fast_gzip import open_read
 from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_client_tools import find_client_tools, parse_client_version
-from ansible.module_utils.pg_connection import (
-    connect,
-    libpq_env,
-    parse_url,
-    secrets_of,
-    server_version,
-    with_database,
-)
+from ansible.module_utils.pg_catalog import table_facts, user_tables, version_table_oid
+from ansible.module_utils.pg_client_tools import ClientTools, find_client_tools, parse_client_version
+from ansible.module_utils.pg_connection import ConnInfo, server_version
+from ansible.module_utils.plain_dump import filtered_chunks
 
 MARKER_PREFIX = "release-migrations restored"
 # Measured (bench/, docs/decisions.md): a larger maintenance_work_mem made index builds slower on the
 # 2-core runner (in-memory sorts of the big table thrash the cache), so only commits are relaxed.
 LOAD_SETTINGS = "-c synchronous_commit=off"
-_CHUNK = 1 << 20
-# Ownership and privilege statements of a plain dump, skipped with no_owner (pg_restore's
-# --no-owner --no-privileges for the archive formats). Never applied inside COPY data.
-_OWNER_PRIV_RE = re.compile(
-    rb"^(ALTER [A-Z ]+ .* OWNER TO .*;|GRANT .*;|REVOKE .*;|ALTER DEFAULT PRIVILEGES .*;)\s*$"
-)
+_RERUN = "The restore stopped at the first error; fix the cause and rerun with clean: true and confirm: true."
 
 
 @dataclass
@@ -76,16 +59,34 @@ class RestoreRequest:
     version_table: str = "alembic_version"
     maintenance_db: str = "postgres"
     check: bool = False
+    conn: ConnInfo = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.conn = ConnInfo.parse(self.url)
 
 
-def marker_for(backup: Path, sha256: str | None) -> str:
-    return f"{MARKER_PREFIX} {backup.name} sha256 {sha256 or 'unverified'}"
+@dataclass
+class Backup:
+    """The backup to load, checked: its path, manifest, format, sha256 and whose database it holds."""
+
+    path: Path
+    manifest: dict[str, Any] | None
+    fmt: str
+    sha256: str | None
+    database: str | None
+
+    @property
+    def marker(self) -> str:
+        return f"{MARKER_PREFIX} {self.path.name} sha256 {self.sha256 or 'unverified'}"
 
 
 def conninfo_dbname(name: str) -> str:
     """``dbname='...'`` for -d: the rest of the connection (password included) comes from the environment."""
     escaped = name.replace("\\", "\\\\").replace("'", "\\'")
     return f"dbname='{escaped}'"
+
+
+# --- 1. the backup: resolved and checked, nothing touched yet -----------------------------------
 
 
 def resolve_src(src: str, source_database: str) -> Path:
@@ -112,63 +113,133 @@ def resolve_src(src: str, source_database: str) -> Path:
     return latest.path
 
 
-def _database_state(url: str, maintenance_db: str) -> dict[str, Any]:
+def checked_backup(req: RestoreRequest) -> Backup:
+    path = resolve_src(req.src, req.source_database or req.conn.dbname)
+    has_manifest = manifest_path_for(path).is_file() or req.verify_checksum
+    manifest = read_manifest(path) if has_manifest else None
+    sha256 = (manifest or {}).get("sha256")
+    if req.verify_checksum:
+        sha256 = verify_checksum(path, manifest or {}, workers=max(4, req.jobs))
+    fmt = (manifest or {}).get("format") or format_of(path)
+    if fmt is None:
+        raise OperatorError(f"Cannot tell the format of backup {path}.",
+                            "Name it .dump, .dir, .tar, .sql or .sql.gz, as pg_backup does.")
+    database = (manifest or {}).get("database") or (parse_backup_name(path.name) or {}).get("database")
+    if req.source_database and database and req.source_database != database:
+        raise OperatorError(
+            f"Backup {path.name} holds database '{database}', not '{req.source_database}' (source_database).",
+            f"Pick a backup of '{req.source_database}', or set source_database: {database} if this one is meant.",
+        )
+    return Backup(path, manifest, fmt, sha256, database)
+
+
+# --- 2. the target --------------------------------------------------------------------------------
+
+
+def _database_state(req: RestoreRequest) -> dict[str, Any]:
     """Server version; whether the target exists, its comment and number of user tables."""
-    database = parse_url(url).dbname
-    conn = connect(with_database(url, maintenance_db))
+    conn = req.conn.with_database(req.maintenance_db).connect()
     try:
         major, full = server_version(conn)
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", (database,)
-            )
+            cur.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                        (req.conn.dbname,))
             row = cur.fetchone()
     finally:
         conn.close()
     state = {"server_major": major, "server_version": full, "exists": row is not None,
              "comment": row[0] if row else None, "tables": 0}
     if row is not None:
-        conn = connect(url)
+        conn = req.conn.connect()
         try:
-            state["tables"] = len(user_tables(conn))
+            with conn.cursor() as cur:
+                state["tables"] = len(user_tables(cur, version_table_oid(cur, req.version_table)))
         finally:
             conn.close()
     return state
 
 
-def _drop_and_create(url: str, maintenance_db: str, drop: bool) -> None:
-    import psycopg2
+def _probe_state(req: RestoreRequest) -> dict[str, Any]:
+    """Check mode: look at the target if the server answers; plan blind if it does not."""
+    try:
+        return _database_state(req)
+    except OperatorError:
+        return {"exists": False, "tables": 0, "comment": None, "server_major": None, "server_version": None}
+
+
+def _client_for(req: RestoreRequest, state: dict[str, Any], backup: Backup) -> ClientTools | None:
+    """Client tools new enough for the server and for the pg_dump that wrote the backup."""
+    if not state.get("server_major"):
+        return None
+    minimum = None
+    written_by = (backup.manifest or {}).get("client_version")
+    if written_by:
+        try:
+            minimum = parse_client_version(f"(PostgreSQL) {written_by}")[0]
+        except OperatorError:
+            minimum = None
+    return find_client_tools(
+        state["server_major"], state["server_version"], req.pg_bin_dir, minimum_major=minimum,
+        why=f"and the pg_dump {written_by} that wrote the backup" if minimum else "", tools=("pg_restore", "psql"),
+    )
+
+
+def _refusals(req: RestoreRequest, backup: Backup, state: dict[str, Any]) -> None:
+    """Everything that must stop a real restore before the target is touched."""
+    database = req.conn.dbname
+    exists, non_empty = bool(state.get("exists")), state.get("exists") and state.get("tables", 0) > 0
+    if non_empty and not req.confirm:
+        raise OperatorError(
+            f"Database '{database}' already has {state['tables']} user table(s); restoring {backup.path.name} over "
+            "it would overwrite data.",
+            "Set confirm: true to restore over it (with clean: true to drop and recreate it first), "
+            "or restore into a new database name.",
+            database=database, tables=state["tables"],
+        )
+    if non_empty and backup.database and backup.database != database and req.source_database != backup.database:
+        raise OperatorError(
+            f"Backup {backup.path.name} holds database '{backup.database}', and the target '{database}' has data: "
+            f"restoring it replaces '{database}' with the data of '{backup.database}'.",
+            f"If that is meant, confirm it with source_database: {backup.database} "
+            f"(restore.yml: -e restore_source_database={backup.database}); otherwise pick a backup of '{database}'.",
+            backup_database=backup.database,
+        )
+    if non_empty and not req.clean and backup.fmt == "plain":
+        raise OperatorError(
+            f"A plain SQL backup cannot be loaded over the existing tables of '{database}'.",
+            "Set clean: true (with confirm: true) to drop and recreate the database first.",
+        )
+    if not exists and not req.create:
+        raise OperatorError(f"Database '{database}' does not exist and create is false.",
+                            "Set create: true, or create the database first.")
+
+
+def _drop_and_create(req: RestoreRequest, drop: bool) -> None:
     from psycopg2 import sql
 
-    name = parse_url(url).dbname
-    conn = connect(with_database(url, maintenance_db))
+    name = req.conn.dbname
+    conn = req.conn.with_database(req.maintenance_db).connect()
+    action = "Dropping and recreating" if drop else "Creating"
     try:
-        with conn.cursor() as cur:
+        with explained(f"{action} database '{name}'"), conn.cursor() as cur:
             ident = sql.Identifier(name)
             if drop:
                 force = sql.SQL(" WITH (FORCE)") if conn.server_version >= 130000 else sql.SQL("")
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(ident, force))
             cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(ident))
-    except psycopg2.Error as exc:
-        action = "drop and recreate" if drop else "create"
-        raise OperatorError(
-            f"Cannot {action} database '{name}': {str(exc).strip()}",
-            "Grant the user CREATEDB (and ownership of the database to drop it), or create it by hand.",
-        ) from None
     finally:
         conn.close()
 
 
-def _set_marker(url: str, marker: str | None) -> str | None:
+def _set_marker(conn_info: ConnInfo, marker: str | None) -> str | None:
     """Mark the database as restored from this backup (None clears the mark); a warning when not allowed."""
     import psycopg2
     from psycopg2 import sql
 
-    conn = connect(url)
+    conn = conn_info.connect()
     try:
         with conn.cursor() as cur:
-            cur.execute(sql.SQL("COMMENT ON DATABASE {} IS %s").format(sql.Identifier(parse_url(url).dbname)),
-                        (marker,))
+            cur.execute(sql.SQL("COMMENT ON DATABASE {} IS %s").format(sql.Identifier(conn_info.dbname)), (marker,))
     except psycopg2.Error as exc:
         return f"Restored, but could not mark the database (a rerun will restore again): {str(exc).strip()}"
     finally:
@@ -176,87 +247,16 @@ def _set_marker(url: str, marker: str | None) -> str | None:
     return None
 
 
-def _after_facts(url: str, version_table: str, count_rows: bool) -> dict[str, Any]:
-    from psycopg2 import sql
-
-    conn = connect(url)
+def _after_facts(req: RestoreRequest) -> dict[str, Any]:
+    conn = req.conn.connect()
     try:
-        revisions = read_revisions(conn, version_table)
-        tables = user_tables(conn)
-        counts: dict[str, int] = {}
-        if count_rows:
-            with conn.cursor() as cur:
-                for schema, table in tables:
-                    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
-                    counts[table_key(schema, table)] = cur.fetchone()[0]
+        with explained("Reading the restored database"):
+            return table_facts(conn, req.version_table, counts=req.count_rows)
     finally:
         conn.close()
-    return {"alembic_revision": revisions, "row_counts": counts, "tables": len(tables)}
 
 
-def strip_owner_statements(lines, enabled: bool = True):
-    """Yield the lines of a plain dump, without ownership/privilege statements (outside COPY data)."""
-    in_copy = False
-    for line in lines:
-        if in_copy:
-            if line.rstrip(b"\r\n") == b"\\.":
-                in_copy = False
-            yield line
-            continue
-        if line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
-            in_copy = True
-            yield line
-            continue
-        if enabled and _OWNER_PRIV_RE.match(line):
-            continue
-        yield line
-
-
-def filtered_chunks(source, enabled: bool = True, chunk_size: int = _CHUNK):
-    """What :func:`strip_owner_statements` yields, in large pieces: COPY data passes through as slices
-    (no per-line Python work), only the schema lines around it are looked at one by one."""
-    pending = b""
-    in_copy = False
-    while data := source.read(chunk_size):
-        out, pending, in_copy = _filter_piece(pending + data, in_copy, enabled)
-        if out:
-            yield out
-    out, pending, in_copy = _filter_piece(pending, in_copy, enabled)
-    if out or pending:
-        yield out + (pending if in_copy or not (enabled and _OWNER_PRIV_RE.match(pending)) else b"")
-
-
-def _filter_piece(buf: bytes, in_copy: bool, enabled: bool) -> tuple[bytes, bytes, bool]:
-    """(what can be sent, the unfinished rest to keep, whether we are inside COPY data at the rest)."""
-    pieces: list[bytes] = []
-    pos = 0
-    while pos < len(buf):
-        if in_copy:
-            if buf.startswith(b"\\.\n", pos):
-                end = pos + 3
-            else:
-                found = buf.find(b"\n\\.\n", pos)
-                if found < 0:
-                    cut = buf.rfind(b"\n", pos) + 1  # send whole lines; keep a partial one
-                    if cut > pos:
-                        pieces.append(buf[pos:cut])
-                        pos = cut
-                    break
-                end = found + 4
-            pieces.append(buf[pos:end])
-            pos, in_copy = end, False
-            continue
-        newline = buf.find(b"\n", pos)
-        if newline < 0:
-            break
-        line = buf[pos:newline + 1]
-        if line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
-            in_copy = True
-            pieces.append(line)
-        elif not (enabled and _OWNER_PRIV_RE.match(line)):
-            pieces.append(line)
-        pos = newline + 1
-    return b"".join(pieces), buf[pos:], in_copy
+# --- 3. the load ----------------------------------------------------------------------------------
 
 
 def _load_plain(path: Path, psql: str, env: dict[str, str], no_owner: bool, secrets: list[str]) -> None:
@@ -290,133 +290,115 @@ def _load_plain(path: Path, psql: str, env: dict[str, str], no_owner: bool, secr
                            "with clean: true.")
 
 
-@database_errors_explained("The restore")
+def _load(req: RestoreRequest, backup: Backup, client: ClientTools, in_place: bool) -> float:
+    env = req.conn.libpq_env()
+    if req.load_settings:
+        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {LOAD_SETTINGS}".strip()
+    started = time.monotonic()
+    with terminate_as_exception():
+        if backup.fmt == "plain":
+            _load_plain(backup.path, client.path("psql"), env, req.no_owner, req.conn.secrets)
+        else:
+            flag = {"custom": "-Fc", "tar": "-Ft", "directory": "-Fd"}[backup.fmt]
+            jobs = 1 if backup.fmt == "tar" else req.jobs
+            cmd = [client.path("pg_restore"), "--no-password", flag, "-d", conninfo_dbname(req.conn.dbname),
+                   "-j", str(jobs), "--exit-on-error"]
+            if req.no_owner:
+                cmd += ["--no-owner", "--no-privileges"]
+            if in_place:
+                cmd += ["--clean", "--if-exists"]  # confirmed: replace the backup's objects in place
+            cmd.append(str(backup.path))
+            run_tool(cmd, env, req.conn.secrets, _RERUN)
+    return time.monotonic() - started
+
+
+# --- the whole restore ----------------------------------------------------------------------------
+
+
 def run_restore(req: RestoreRequest) -> dict[str, Any]:
     started = time.monotonic()
     if req.jobs < 1:
         raise OperatorError(f"jobs must be at least 1 (got {req.jobs}).", "Use jobs: 2 or more.")
-    info = parse_url(req.url)
-    database = info.dbname
-    secrets = secrets_of(req.url)
-    source_database = req.source_database or database
+    database = req.conn.dbname
     if database in ("template0", "template1") or (req.clean and database == req.maintenance_db):
         raise OperatorError(f"Refusing to restore into '{database}'.", "Name another target database in url.")
-
-    # 1. The backup: resolve, read the manifest, check its bytes. Nothing touched yet.
-    path = resolve_src(req.src, source_database)
-    has_manifest = manifest_path_for(path).is_file() or req.verify_checksum
-    manifest: dict[str, Any] | None = read_manifest(path) if has_manifest else None
-    sha256 = (manifest or {}).get("sha256")
-    if req.verify_checksum:
-        sha256 = verify_checksum(path, manifest or {}, workers=max(4, req.jobs))
-    fmt = (manifest or {}).get("format") or format_of(path)
-    if fmt is None:
-        raise OperatorError(f"Cannot tell the format of backup {path}.",
-                            "Name it .dump, .dir, .tar, .sql or .sql.gz, as pg_backup does.")
-    marker = marker_for(path, sha256)
-
-    # 2. The target: exists? already restored from this backup? non-empty?
-    state = _database_state(req.url, req.maintenance_db) if not req.check else _probe_state(req)
-    exists = bool(state.get("exists"))
-    already = exists and state.get("comment") == marker and not req.clean
-    non_empty = exists and state.get("tables", 0) > 0
-    base = {"src": str(path), "manifest": manifest, "database": database, "format": fmt, "sha256": sha256,
-            "server_version": state.get("server_version")}
-    if already:
-        facts = _after_facts(req.url, req.version_table, req.count_rows)
-        return {**base, **facts, "changed": False, "created": False, "cleaned": False,
+    backup = checked_backup(req)
+    state = _probe_state(req) if req.check else _database_state(req)
+    base = {"src": str(backup.path), "manifest": backup.manifest, "database": database, "format": backup.fmt,
+            "sha256": backup.sha256, "server_version": state.get("server_version"),
+            "backup_database": backup.database}
+    warnings = []
+    if backup.database and backup.database != database:
+        warnings.append(f"Backup {backup.path.name} holds database '{backup.database}'; it is restored into "
+                        f"'{database}'.")
+    if state.get("exists") and state.get("comment") == backup.marker and not req.clean:
+        return {**base, **_after_facts(req), "changed": False, "created": False, "cleaned": False,
                 "duration_s": round(time.monotonic() - started, 3), "restore_duration_s": 0.0,
-                "msg": f"Database {database} was already restored from {path.name}; nothing to do"}
-
-    # 3. Client tools new enough for the server and for the archive.
-    minimum = None
-    if manifest and manifest.get("client_version"):
-        try:
-            minimum = parse_client_version(f"(PostgreSQL) {manifest['client_version']}")[0]
-        except OperatorError:
-            minimum = None
-    client = None
-    if state.get("server_major"):
-        client = find_client_tools(
-            state["server_major"], state["server_version"], req.pg_bin_dir, minimum_major=minimum,
-            why=f"and the pg_dump {manifest.get('client_version')} that wrote the backup" if minimum else "",
-            tools=("pg_restore", "psql"),
-        )
+                "msg": f"Database {database} was already restored from {backup.path.name}; nothing to do"}
+    client = _client_for(req, state, backup)
     if req.check:
-        return {**base, "changed": True, "created": not exists, "cleaned": bool(req.clean and exists),
-                "confirm_required": non_empty and not req.confirm, "alembic_revision": None, "row_counts": {},
-                "tables": None, "duration_s": round(time.monotonic() - started, 3), "restore_duration_s": 0.0,
-                "client_version": client.version if client else None,
-                "msg": f"Would restore {path.name} into {database}"
-                       + (" (after dropping it)" if req.clean and exists else "")
-                       + (" (creating it)" if not exists else "")}
-
-    if non_empty and not req.confirm:
-        raise OperatorError(
-            f"Database '{database}' already has {state['tables']} user table(s); restoring {path.name} over it "
-            "would overwrite data.",
-            "Set confirm: true to restore over it (with clean: true to drop and recreate it first), "
-            "or restore into a new database name.",
-            database=database, tables=state["tables"],
-        )
-    if non_empty and not req.clean and fmt == "plain":
-        raise OperatorError(
-            f"A plain SQL backup cannot be loaded over the existing tables of '{database}'.",
-            "Set clean: true (with confirm: true) to drop and recreate the database first.",
-        )
-    if not exists and not req.create:
-        raise OperatorError(f"Database '{database}' does not exist and create is false.",
-                            "Set create: true, or create the database first.")
+        return _planned(req, backup, state, client, base, started, warnings)
+    _refusals(req, backup, state)
     assert client is not None  # state came from a real connection
-
-    # 4. Make the target, load, mark.
-    created = cleaned = False
-    if exists and req.clean:
-        _drop_and_create(req.url, req.maintenance_db, drop=True)
-        cleaned = True
-    elif not exists:
-        _drop_and_create(req.url, req.maintenance_db, drop=False)
-        created = True
-    env = libpq_env(req.url)
-    if req.load_settings:
-        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {LOAD_SETTINGS}".strip()
-    if exists and not cleaned:
-        # A load that fails half way must not leave an earlier "restored from" mark behind.
-        _set_marker(req.url, None)
-    load_started = time.monotonic()
-    with terminate_as_exception():
-        if fmt == "plain":
-            _load_plain(path, client.path("psql"), env, req.no_owner, secrets)
-        else:
-            flag = {"custom": "-Fc", "tar": "-Ft", "directory": "-Fd"}[fmt]
-            jobs = 1 if fmt == "tar" else req.jobs
-            cmd = [client.path("pg_restore"), "--no-password", flag, "-d", conninfo_dbname(database),
-                   "-j", str(jobs), "--exit-on-error"]
-            if req.no_owner:
-                cmd += ["--no-owner", "--no-privileges"]
-            if non_empty and not cleaned:
-                cmd += ["--clean", "--if-exists"]  # confirmed: replace the backup's objects in place
-            cmd.append(str(path))
-            run_tool(cmd, env, secrets,
-                     "The restore stopped at the first error; fix the cause and rerun with clean: true and "
-                     "confirm: true.")
-    restore_duration = time.monotonic() - load_started
-    warning = _set_marker(req.url, marker)
-    facts = _after_facts(req.url, req.version_table, req.count_rows)
-    duration = time.monotonic() - started
+    with explained(f"Restoring {backup.path.name} into '{database}'"):
+        created, cleaned, duration = _replace_database(req, backup, state, client)
+        warning = _set_marker(req.conn, backup.marker)
+    facts = _after_facts(req)
+    total = time.monotonic() - started
     result = {**base, **facts, "changed": True, "created": created, "cleaned": cleaned,
-              "client_version": client.version, "duration_s": round(duration, 3),
-              "restore_duration_s": round(restore_duration, 3),
-              "msg": f"Restored {path.name} into {database} ({facts['tables']} tables, revision "
-                     f"{','.join(facts['alembic_revision']) or 'none'}) in {duration:.1f} s"}
+              "client_version": client.version, "duration_s": round(total, 3),
+              "restore_duration_s": round(duration, 3),
+              "msg": f"Restored {backup.path.name} into {database} ({facts['tables']} tables, revision "
+                     f"{','.join(facts['alembic_revision']) or 'none'}) in {total:.1f} s"}
     if warning:
-        result["warnings"] = [warning]
+        warnings.append(warning)
+    if warnings:
+        result["warnings"] = warnings
     return result
 
 
-def _probe_state(req: RestoreRequest) -> dict[str, Any]:
-    """Check mode: look at the target if the server answers; plan blind if it does not."""
+def _replace_database(req: RestoreRequest, backup: Backup, state: dict[str, Any],
+                      client: ClientTools) -> tuple[bool, bool, float]:
+    """Make the target (create, or drop and recreate), then load. Returns (created, cleaned, load seconds)."""
+    exists = bool(state.get("exists"))
+    created = cleaned = False
     try:
-        return _database_state(req.url, req.maintenance_db)
-    except OperatorError:
-        return {"exists": False, "tables": 0, "comment": None, "server_major": None, "server_version": None}
+        if exists and req.clean:
+            _drop_and_create(req, drop=True)
+            cleaned = True
+        elif not exists:
+            _drop_and_create(req, drop=False)
+            created = True
+    except OperatorError as err:
+        if err.details.get("sqlstate") == "42501":
+            err.hint = "Grant the user CREATEDB (and ownership of the database to drop it), or create it by hand."
+        raise
+    if exists and not cleaned:
+        # A load that fails half way must not leave an earlier "restored from" mark behind.
+        _set_marker(req.conn, None)
+    in_place = exists and not cleaned and state.get("tables", 0) > 0
+    return created, cleaned, _load(req, backup, client, in_place)
+
+
+def _planned(req: RestoreRequest, backup: Backup, state: dict[str, Any], client: ClientTools | None,
+             base: dict[str, Any], started: float, warnings: list[str]) -> dict[str, Any]:
+    exists, database = bool(state.get("exists")), req.conn.dbname
+    non_empty = exists and state.get("tables", 0) > 0
+    try:
+        _refusals(req, backup, state)
+        refusal = None
+    except OperatorError as err:
+        refusal = err.message
+    result = {**base, "changed": True, "created": not exists, "cleaned": bool(req.clean and exists),
+              "confirm_required": bool(non_empty and not req.confirm), "refusal": refusal,
+              "alembic_revision": None, "row_counts": {}, "tables": None,
+              "duration_s": round(time.monotonic() - started, 3), "restore_duration_s": 0.0,
+              "client_version": client.version if client else None,
+              "msg": f"Would restore {backup.path.name} into {database}"
+                     + (" (after dropping it)" if req.clean and exists else "")
+                     + (" (creating it)" if not exists else "")
+                     + (f"; a real run would refuse: {refusal}" if refusal else "")}
+    if warnings:
+        result["warnings"] = warnings
+    return result
+

@@ -1,41 +1,46 @@
-"""Create and drop a database named by a URL (scratch databases for verify and drills)."""
+"""Create and drop a database named by a connection (scratch databases for verify and drills)."""
 
 from __future__ import annotations
 
 from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import connect, parse_url, with_database
+from ansible.module_utils.pg_connection import NAMEDATALEN, ConnInfo
 
 
-def _admin_connection(url: str, maintenance_db: str):
-    return connect(with_database(url, maintenance_db))
-
-
-def database_exists(url: str, maintenance_db: str = "postgres") -> bool:
-    conn = _admin_connection(url, maintenance_db)
+def database_exists(conn_info: ConnInfo, maintenance_db: str = "postgres") -> bool:
+    conn = conn_info.with_database(maintenance_db).connect()
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parse_url(url).dbname,))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (conn_info.dbname,))
             return cur.fetchone() is not None
     finally:
         conn.close()
 
 
-def ensure_database(url: str, present: bool, *, maintenance_db: str = "postgres", check: bool = False) -> bool:
-    """Make the URL's database exist (or not). Returns whether anything changed (or would)."""
+def ensure_database(conn_info: ConnInfo, present: bool, *, maintenance_db: str = "postgres",
+                    check: bool = False) -> bool:
+    """Make the connection's database exist (or not). Returns whether anything changed (or would)."""
     from psycopg2 import errors, sql
 
-    name = parse_url(url).dbname
+    name = conn_info.dbname
     if name == maintenance_db:
         raise OperatorError(
             f"Refusing to create or drop the maintenance database '{name}'.",
             "Name a scratch database in the URL.",
         )
-    exists = database_exists(url, maintenance_db)
+    if len(name.encode()) > NAMEDATALEN:
+        # PostgreSQL would silently cut the name to 63 bytes: the database created or dropped would
+        # not be the one named (and could be another, existing one).
+        raise OperatorError(
+            f"Database name '{name[:70]}...' is longer than PostgreSQL's {NAMEDATALEN} bytes; it would be cut "
+            "to another name.",
+            "Use a shorter name (scratch names: module_utils/pg_connection.scratch_name).",
+        )
+    exists = database_exists(conn_info, maintenance_db)
     if exists == present:
         return False
     if check:
         return True
-    conn = _admin_connection(url, maintenance_db)
+    conn = conn_info.with_database(maintenance_db).connect()
     try:
         with conn.cursor() as cur:
             if present:

@@ -22,9 +22,14 @@ if str(ROOT / "module_utils") not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(str(ROOT / "module_utils"))
 
 import psycopg2  # noqa: E402
-from ansible.module_utils.pg_connection import parse_url, with_database  # noqa: E402
+from ansible.module_utils.pg_connection import ConnInfo, parse_url  # noqa: E402
 
 PASSWORD_GROUP = "rm_password_required"
+
+
+def with_database(url: str, dbname: str) -> str:
+    """The same server and credentials, another database."""
+    return ConnInfo.parse(url).with_database(dbname).url()
 
 
 @dataclass

@@ -69,7 +69,7 @@ def test_custom_backup_writes_file_and_complete_manifest(seeded_db, workdir, pg_
     assert manifest["server_version"] == pg_server.version
     assert int(manifest["client_version"].split(".")[0]) >= pg_server.major
     assert manifest["verified"] is True and "pg_restore --list" in manifest["verify_method"]
-    assert manifest["table_count"] == 3 and manifest["compression"] == "gzip:1" and manifest["format"] == "custom"
+    assert manifest["table_count"] == 2 and manifest["compression"] == "gzip:1" and manifest["format"] == "custom"
     assert manifest["path"] == path.name and manifest["label"] == "pre_release"
     assert result["changed"] is True and result["reused"] is False and result["removed"] == []
     assert result["msg"].startswith(f"Backed up {database} (") and str(path) in result["msg"]

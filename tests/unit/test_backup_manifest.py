@@ -1,11 +1,10 @@
-"""Backup names, manifests, checksums, latest-verified and retention selection (on a temp dir, no server)."""
+"""Backup names, manifests and checksums (on a temp dir, no server). make_backup is shared with
+test_backup_catalog.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,16 +17,11 @@ from ansible.module_utils.backup_manifest import (
     format_of,
     hash_directory,
     iso,
-    latest_verified,
     manifest_path_for,
     parse_backup_name,
     parse_iso,
     read_manifest,
-    remove_backup,
-    retention_victims,
-    scan_backups,
     sha256_file,
-    stale_partials,
     validate_label,
     verify_checksum,
     write_manifest,
@@ -183,81 +177,3 @@ def test_verify_checksum_of_directory_names_the_damaged_file(tmp_path, damage, e
     damage(backup)
     with pytest.raises(OperatorError, match=f"checksum mismatch.*{expected}"):
         verify_checksum(backup, read_manifest(backup))
-
-
-# --- latest verified and retention -------------------------------------------------------------------
-
-
-def test_latest_verified_picks_newest_verified_of_that_database(tmp_path):
-    make_backup(tmp_path, "app", T0)
-    newest_verified = make_backup(tmp_path, "app", T0 + timedelta(hours=1))
-    make_backup(tmp_path, "app", T0 + timedelta(hours=2), verified=False)
-    make_backup(tmp_path, "app", T0 + timedelta(hours=3), manifest=False)
-    make_backup(tmp_path, "other", T0 + timedelta(hours=4))
-    (tmp_path / (backup_name("app", T0 + timedelta(hours=5), "custom", True) + ".partial")).write_bytes(b"x")
-    entries = scan_backups(tmp_path)
-    assert [e.path.name for e in entries][0] == backup_name("other", T0 + timedelta(hours=4), "custom", True)
-    assert latest_verified(entries, "app").path == newest_verified
-    assert latest_verified(entries, "nobody") is None
-
-
-def test_latest_verified_orders_by_manifest_finished_at_not_name(tmp_path):
-    early_name = make_backup(tmp_path, "app", T0)
-    late_name = make_backup(tmp_path, "app", T0 + timedelta(hours=1))
-    data = read_manifest(early_name)
-    data["finished_at"] = iso(T0 + timedelta(hours=2))  # a long backup that finished last
-    write_manifest(early_name, data)
-    assert latest_verified(scan_backups(tmp_path), "app").path == early_name
-    assert late_name.exists()
-
-
-def test_backup_without_existing_file_is_not_verified(tmp_path):
-    gone = make_backup(tmp_path, "app", T0)
-    gone.unlink()
-    assert latest_verified(scan_backups(tmp_path), "app") is None
-
-
-def test_retention_keeps_newest_n_of_same_database_only(tmp_path):
-    paths = [make_backup(tmp_path, "app", T0 + timedelta(hours=h)) for h in range(4)]
-    other = make_backup(tmp_path, "other", T0 - timedelta(days=30))
-    victims = retention_victims(scan_backups(tmp_path), "app", keep=2, protect=(paths[3],))
-    assert sorted(v.path for v in victims) == paths[:2]
-    assert other not in [v.path for v in victims]
-    assert retention_victims(scan_backups(tmp_path), "app", keep=0) == []
-
-
-def test_retention_never_removes_newest_verified_nor_protected(tmp_path):
-    verified = make_backup(tmp_path, "app", T0)
-    unverified = [make_backup(tmp_path, "app", T0 + timedelta(hours=h), verified=False) for h in (1, 2)]
-    victims = retention_victims(scan_backups(tmp_path), "app", keep=1, protect=(unverified[1],))
-    assert [v.path for v in victims] == [unverified[0]]
-    assert verified.exists()
-
-
-def test_retention_counts_backups_without_manifest(tmp_path):
-    orphan = make_backup(tmp_path, "app", T0, manifest=False)
-    keep = make_backup(tmp_path, "app", T0 + timedelta(hours=1))
-    assert [v.path for v in retention_victims(scan_backups(tmp_path), "app", keep=1, protect=(keep,))] == [orphan]
-
-
-def test_remove_backup_deletes_backup_and_manifest(tmp_path):
-    backup = make_backup(tmp_path, "app", T0, fmt="directory")
-    entry = scan_backups(tmp_path)[0]
-    removed = remove_backup(entry)
-    assert removed == [str(manifest_path_for(backup)), str(backup)]
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_stale_partials_are_old_partials_of_that_database_only(tmp_path):
-    old = tmp_path / (backup_name("app", T0, "custom", True) + ".partial")
-    fresh = tmp_path / (backup_name("app", T0 + timedelta(hours=1), "directory", True) + ".partial")
-    other = tmp_path / (backup_name("other", T0, "custom", True) + ".partial")
-    old.write_bytes(b"x")
-    other.write_bytes(b"x")
-    fresh.mkdir()
-    (fresh / "toc.dat").write_bytes(b"x")
-    two_hours_ago = time.time() - 7200
-    for p in (old, other, fresh):
-        os.utime(p, (two_hours_ago, two_hours_ago))  # fresh's file inside is still new
-    assert stale_partials(tmp_path, "app") == [old]
-    assert stale_partials(tmp_path, "app", now=time.time() + 7200) == sorted([old, fresh])

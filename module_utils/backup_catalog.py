@@ -1,0 +1,197 @@
+"""The backups in a directory: which are pg_backup's own, which is the latest verified, which retention
+may remove, and which ``.partial`` leftovers of a crashed run may go.
+
+Nothing here deletes a file that pg_backup did not write: a backup counts as ours only when its
+manifest names it (see BackupEntry.ours).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.backup_manifest import (
+    MANIFEST_SUFFIX,
+    PARTIAL_SUFFIX,
+    STALE_PARTIAL_S,
+    manifest_path_for,
+    parse_backup_name,
+    parse_iso,
+    read_manifest,
+    utc_now,
+)
+from ansible.module_utils.operator_error import OperatorError
+
+
+@dataclass
+class BackupEntry:
+    """A finished backup (file or directory) in a backup directory, with its manifest if it has one."""
+
+    path: Path
+    database: str
+    finished_at: datetime
+    manifest: dict[str, Any] | None = None
+
+    @property
+    def ours(self) -> bool:
+        """Written by pg_backup: a manifest that names this very file and the database its name carries.
+
+        Only such backups count for ``latest`` and only they may be removed by retention: a file that
+        merely looks like a backup name (someone's notes, a copy, a renamed backup) is never touched.
+        """
+        if not self.manifest or not self.path.exists():
+            return False
+        parsed = parse_backup_name(self.path.name)
+        return (self.manifest.get("path") == self.path.name and parsed is not None
+                and self.manifest.get("database") == parsed["database"])
+
+    @property
+    def verified(self) -> bool:
+        return self.ours and bool(self.manifest.get("verified"))
+
+    @property
+    def manifest_path(self) -> Path:
+        return manifest_path_for(self.path)
+
+
+def _entry(path: Path) -> BackupEntry | None:
+    parsed = parse_backup_name(path.name)
+    manifest = None
+    if manifest_path_for(path).is_file():
+        try:
+            manifest = read_manifest(path)
+        except OperatorError:
+            manifest = None
+    if manifest is None and parsed is None:
+        return None
+    # The file name says whose backup it is; a manifest that disagrees makes it "not ours" (see ours).
+    database = (parsed or {}).get("database") or (manifest or {}).get("database")
+    finished = parse_iso((manifest or {}).get("finished_at")) or (parsed or {}).get("taken_at")
+    if finished is None:
+        finished = datetime.fromtimestamp(path.stat().st_mtime, UTC) if path.exists() else utc_now()
+    return BackupEntry(path=path, database=database, finished_at=finished, manifest=manifest)
+
+
+def scan_backups(dest: str | Path) -> list[BackupEntry]:
+    """Every finished backup in ``dest`` (named like one, or with a manifest), newest first."""
+    root = Path(dest)
+    if not root.is_dir():
+        return []
+    candidates: set[Path] = set()
+    for item in root.iterdir():
+        name = item.name
+        if name.startswith(".") or name.endswith(PARTIAL_SUFFIX) or name.endswith(".tmp"):
+            continue
+        if name.endswith(MANIFEST_SUFFIX):
+            candidates.add(item.with_name(name.removesuffix(MANIFEST_SUFFIX)))
+        elif parse_backup_name(name):
+            candidates.add(item)
+    entries = [e for e in (_entry(p) for p in sorted(candidates)) if e is not None]
+    return sorted(entries, key=lambda e: (e.finished_at, e.path.name), reverse=True)
+
+
+def latest_verified(entries: list[BackupEntry], database: str) -> BackupEntry | None:
+    """The newest verified backup of ``database`` written by pg_backup (by manifest finished_at)."""
+    verified = [e for e in entries if e.database == database and e.verified]
+    return max(verified, key=lambda e: (e.finished_at, e.path.name), default=None)
+
+
+def retention_victims(
+    entries: list[BackupEntry], database: str, keep: int, protect: tuple[str | Path, ...] = ()
+) -> list[BackupEntry]:
+    """pg_backup's own backups of ``database`` beyond the newest ``keep``.
+
+    Never the newest verified one, never one in ``protect`` (the backup a run restores from or may
+    roll back to), never a file pg_backup did not write (no manifest naming it).
+    """
+    if keep <= 0:
+        return []
+    mine = sorted(
+        (e for e in entries if e.database == database and e.ours), key=lambda e: (e.finished_at, e.path.name),
+        reverse=True,
+    )
+    newest_verified = latest_verified(mine, database)
+    protected = {Path(p).expanduser().resolve() for p in protect if p}
+    if newest_verified is not None:
+        protected.add(newest_verified.path.resolve())
+    return [e for e in mine[keep:] if e.path.resolve() not in protected]
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for item in path.rglob("*"):
+            try:
+                newest = max(newest, item.lstat().st_mtime)
+            except FileNotFoundError:
+                continue
+    return newest
+
+
+# The first bytes of what pg_dump writes, per format: a leftover that starts otherwise is not ours.
+_DUMP_MAGIC = (b"PGDMP", b"\x1f\x8b", b"--\n-- PostgreSQL database dump", b"toc.dat")
+
+
+def looks_like_dump(path: Path) -> bool:
+    """Whether a .partial is pg_dump output (custom, gzip, plain SQL, tar, or a directory with toc.dat)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            return (path / "toc.dat").is_file() and all(
+                p.is_file() and re.fullmatch(r"(toc|\d+|blobs_\d+|blob_\d+)\.(dat|toc)(\.gz|\.lz4|\.zst)?", p.name)
+                for p in path.iterdir())
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return False
+    return head.startswith(_DUMP_MAGIC) or head[257:262] == b"ustar"
+
+
+def stale_partials(
+    dest: str | Path, database: str, now: float | None = None, older_than_s: int = STALE_PARTIAL_S
+) -> list[Path]:
+    """Leftover ``.partial`` backups of ``database`` untouched for ``older_than_s`` (a crashed run's).
+
+    Only what pg_dump itself wrote (see :func:`looks_like_dump`) counts as a leftover.
+    """
+    root = Path(dest)
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    stale = []
+    for item in sorted(root.iterdir()):
+        if not item.name.endswith(PARTIAL_SUFFIX):
+            continue
+        parsed = parse_backup_name(item.name.removesuffix(PARTIAL_SUFFIX))
+        if parsed is None or parsed["database"] != database:
+            continue
+        try:
+            if now - _newest_mtime(item) > older_than_s and looks_like_dump(item):
+                stale.append(item)
+        except FileNotFoundError:
+            continue
+    return stale
+
+
+def remove_path(path: str | Path) -> None:
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_backup(entry: BackupEntry) -> list[str]:
+    """Delete a backup and its manifest (manifest first: a backup never looks verified half-deleted)."""
+    removed = []
+    if entry.manifest_path.exists():
+        entry.manifest_path.unlink()
+        removed.append(str(entry.manifest_path))
+    if entry.path.exists():
+        remove_path(entry.path)
+        removed.append(str(entry.path))
+    return removed
