@@ -144,7 +144,8 @@ def bench_restore(url: str, admin_url: str, bin_dir: str, backup_dir: Path, runb
     execute(admin_url, 'DROP DATABASE IF EXISTS "bench_restore_runbook"')
     execute(admin_url, 'CREATE DATABASE "bench_restore_runbook"')
     settle(admin_url)
-    runbook_s = sh(f"gunzip -c '{runbook_file}' | '{bin_dir}/psql' -X -q -v ON_ERROR_STOP=1 '{ConnInfo.parse(target).libpq_url}' "
+    target_url = ConnInfo.parse(target).libpq_url
+    runbook_s = sh(f"gunzip -c '{runbook_file}' | '{bin_dir}/psql' -X -q -v ON_ERROR_STOP=1 '{target_url}' "
                    f"> /dev/null", ConnInfo.parse(target).libpq_env())
     rows = {"runbook gunzip -c | psql": {"seconds": runbook_s}}
     variants = {"pg_restore default (plain, psql stream)": "default", "pg_restore directory -j 2": "directory2",
@@ -154,7 +155,7 @@ def bench_restore(url: str, admin_url: str, bin_dir: str, backup_dir: Path, runb
         execute(admin_url, f'DROP DATABASE IF EXISTS "{name}"')
         settle(admin_url)
         result = run_module("pg_restore", {"url": with_database(admin_url, name), "src": str(backup_dir / fmt_dir),
-                                           "source_database": parse_url(url).dbname,
+                                           "source_database": ConnInfo.parse(url).dbname,
                                            "jobs": 2, "pg_bin_dir": bin_dir})
         assert result.rc == 0, result.output[-2000:]
         rows[label] = {"seconds": result.result["duration_s"],
@@ -212,7 +213,8 @@ def _stall_run(admin_url: str, bin_dir: str, work: Path, migrate) -> float:
     logs = work / f"logs-{time.monotonic_ns()}"
     logs.mkdir()
     bench = subprocess.Popen(
-        [f"{bin_dir}/pgbench", "-n", "-c", "4", "-T", "14", "-R", "200", "-l", "-f", str(script), ConnInfo.parse(url).libpq_url],
+        [f"{bin_dir}/pgbench", "-n", "-c", "4", "-T", "14", "-R", "200", "-l", "-f", str(script),
+         ConnInfo.parse(url).libpq_url],
         cwd=logs, env=ConnInfo.parse(url).libpq_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.5)
     blocker = psycopg2.connect(url)

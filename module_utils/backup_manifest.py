@@ -18,8 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from ansible.module_utils.operator_error import OperatorError
+from ansible.module_utils.pg_connection import path_component
 
 FORMAT_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
@@ -82,12 +84,11 @@ def validate_label(label: str | None) -> str | None:
 
 
 def backup_name(database: str, when: datetime, fmt: str, compressed: bool, label: str | None = None) -> str:
-    """``release_manager-20240501T120000Z-pre_release.dump``."""
-    if "/" in database or database in (".", ".."):
-        raise OperatorError(f"Database name '{database}' cannot be part of a file name.", "Rename the database.")
+    """``release_manager-20240501T120000Z-pre_release.dump``; any database name stays one file name
+    inside the backup directory (``../x`` is written ``%2E.%2Fx``)."""
     stamp = when.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
     suffix = f"-{validate_label(label)}" if label else ""
-    return f"{database}-{stamp}{suffix}.{extension(fmt, compressed)}"
+    return f"{path_component(database)}-{stamp}{suffix}.{extension(fmt, compressed)}"
 
 
 def parse_backup_name(name: str) -> dict[str, Any] | None:
@@ -96,7 +97,7 @@ def parse_backup_name(name: str) -> dict[str, Any] | None:
     if not match:
         return None
     taken = datetime.strptime(match["stamp"], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
-    return {"database": match["database"], "taken_at": taken, "label": match["label"], "ext": match["ext"]}
+    return {"database": unquote(match["database"]), "taken_at": taken, "label": match["label"], "ext": match["ext"]}
 
 
 def format_of(path: str | Path) -> str | None:

@@ -33,8 +33,17 @@ _CONNECTION_HINT = "The connection to the server was lost; check the server and 
 _DEFAULT_HINT = "Check the role's privileges on the database and the server log; then rerun."
 
 
+_SESSIONS_HINT = (
+    "Other sessions are connected to the database and this role may not end them (DROP DATABASE ... WITH (FORCE) "
+    "needs the right to terminate them): stop the app's writers (maintenance_mode), grant the role "
+    "pg_signal_backend, or ask a superuser; see pg_stat_activity for who is connected."
+)
+
+
 def hint_for(exc: BaseException) -> str:
     code = getattr(exc, "pgcode", None) or ""
+    if code == "42501" and "terminate" in str(exc):
+        return _SESSIONS_HINT
     if code in _HINTS:
         return _HINTS[code]
     if code.startswith("08") or (not code and "connection" in str(exc).lower()):

@@ -370,7 +370,7 @@ def _replace_database(req: RestoreRequest, backup: Backup, state: dict[str, Any]
             _drop_and_create(req, drop=False)
             created = True
     except OperatorError as err:
-        if err.details.get("sqlstate") == "42501":
+        if err.details.get("sqlstate") == "42501" and "terminate" not in err.message:
             err.hint = "Grant the user CREATEDB (and ownership of the database to drop it), or create it by hand."
         raise
     if exists and not cleaned:
@@ -389,7 +389,7 @@ def _planned(req: RestoreRequest, backup: Backup, state: dict[str, Any], client:
         refusal = None
     except OperatorError as err:
         refusal = err.message
-    result = {**base, "changed": True, "created": not exists, "cleaned": bool(req.clean and exists),
+    result = {**base, "changed": True, "planned": True, "created": not exists, "cleaned": bool(req.clean and exists),
               "confirm_required": bool(non_empty and not req.confirm), "refusal": refusal,
               "alembic_revision": None, "row_counts": {}, "tables": None,
               "duration_s": round(time.monotonic() - started, 3), "restore_duration_s": 0.0,

@@ -129,13 +129,15 @@ def run_module(
 
 
 def run_playbook(playbook: str, *, inventory: str = "inventories/local", extra_vars: dict | None = None,
-                 env: dict | None = None, check: bool = False, timeout: int = 600) -> AnsibleRun:
+                 env: dict | None = None, check: bool = False, timeout: int = 600, verbosity: int = 0) -> AnsibleRun:
     """Run a playbook with the real ansible-playbook from the repository root."""
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), playbook, "-i", inventory]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
+    if verbosity:
+        cmd.append("-" + "v" * verbosity)
     proc = subprocess.run(cmd, cwd=ROOT, env=ansible_env(env), capture_output=True, text=True, timeout=timeout)
     return AnsibleRun(proc.returncode, proc.stdout, proc.stderr, {})
 
@@ -143,3 +145,18 @@ def run_playbook(playbook: str, *, inventory: str = "inventories/local", extra_v
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def reports(root: Path) -> list[dict]:
+    """Every report.json under a reports root, oldest run first."""
+    found = sorted(root.glob("*/*/*/report.json"), key=lambda p: p.parent.name)
+    return [json.loads(p.read_text()) for p in found]
+
+
+def local_vars(workdir: Path, **extra) -> dict:
+    """Extra vars that keep a run's backups and reports inside the test's directory."""
+    return {"rm_backup_dir": str(workdir / "backups"), "rm_reports_root": str(workdir / "reports"), **extra}
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []

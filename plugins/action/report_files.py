@@ -6,11 +6,17 @@ they are written here directly: no module round trip per file, and never a chang
 
 from __future__ import annotations
 
-import os
-import tempfile
+from pathlib import Path
 
+import ansible.module_utils
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+
+_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
+if _MODULE_UTILS not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(_MODULE_UTILS)
+
+from ansible.module_utils.run_report import write_files  # noqa: E402
 
 
 class ActionModule(ActionBase):
@@ -23,22 +29,13 @@ class ActionModule(ActionBase):
         args = self._task.args
         directory = args.get("dir")
         files = args.get("files") or {}
-        mode = int(str(args.get("mode", "0640")), 8)
         if not directory:
             raise AnsibleActionFail("report_files needs 'dir': the report directory.")
         if not isinstance(files, dict):
             raise AnsibleActionFail("report_files 'files' must be a mapping of file name to content.")
-        os.makedirs(directory, mode=0o750, exist_ok=True)
-        written = []
-        for name, content in files.items():
-            if os.path.basename(name) != name or name in ("", ".", ".."):
-                raise AnsibleActionFail(f"report_files: '{name}' is not a plain file name.")
-            path = os.path.join(directory, name)
-            fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write("" if content is None else str(content))
-            os.chmod(tmp_path, mode)
-            os.replace(tmp_path, path)
-            written.append(path)
+        try:
+            written = write_files(directory, files, int(str(args.get("mode", "0640")), 8))
+        except (ValueError, OSError) as exc:
+            raise AnsibleActionFail(f"report_files: {exc}") from None
         result.update(changed=False, dir=directory, written=written)
         return result

@@ -3,6 +3,7 @@
     {{ rm_database_url | pg_database_name }}              -> release_manager
     {{ rm_database_url | pg_with_database('scratch') }}   -> same server and credentials, database 'scratch'
     {{ rm_database_url | pg_mask_url }}                   -> password replaced by ********
+    {{ rm_database_url | pg_url_problem }}                -> '' or why the URL is refused
     {{ rm_database_name | pg_path_component }}            -> the name as one safe path component
     {{ rm_database_name | pg_scratch_name('drill', s) }}  -> <name>_drill_<s[:8]>, at most 63 bytes
 
@@ -31,6 +32,15 @@ def _parse(url: str) -> ConnInfo:
         return ConnInfo.parse(str(url))
     except OperatorError as err:
         raise AnsibleFilterError(str(err)) from None
+
+
+def pg_url_problem(url: str) -> str:
+    """'' for a URL the modules accept; else the parser's message (which never echoes the user-info)."""
+    try:
+        ConnInfo.parse(str(url))
+    except OperatorError as err:
+        return str(err)
+    return ""
 
 
 def pg_database_name(url: str) -> str:
@@ -62,6 +72,7 @@ class FilterModule:
     def filters(self):
         return {
             "pg_database_name": pg_database_name,
+            "pg_url_problem": pg_url_problem,
             "pg_with_database": pg_with_database,
             "pg_mask_url": pg_mask_url,
             "pg_path_component": pg_path_component,

@@ -225,6 +225,10 @@ GATE_PLAYBOOK = """
     preflight_require_approval: true
     preflight_operation: drill   # only the approval gate applies
   tasks:
+    - name: What preflight's context step records
+      ansible.builtin.set_fact:
+        preflight_result: {database: release_manager, pending: [], inspect: {}}
+
     - name: Gate
       block:
         - name: Gates
@@ -239,7 +243,8 @@ GATE_PLAYBOOK = """
         - name: Write what the gate saw
           ansible.builtin.copy:
             content: >-
-              {{ {'approved_by': rm_approved_by | default(none), 'source': rm_approval_source | default(none),
+              {{ {'approved_by': preflight_result.approved_by | default(none),
+                  'source': preflight_result.approval_source | default(none),
                   'failure': gate_failure | default(none)} | to_json }}
             dest: "{{ out_dir }}/{{ inventory_hostname }}.json"
             mode: "0600"

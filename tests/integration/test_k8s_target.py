@@ -90,7 +90,7 @@ def role_vars(kubeconfig: Path, tmp_path: Path, namespace: str = "staging") -> d
         "rm_k8s_writer_deployments": ["release-manager", "worker"],
         "rm_k8s_kubeconfig": str(kubeconfig),
         "rm_k8s_app_python": sys.executable,
-        "rm_report_dir": str(tmp_path),
+        "k8s_cycle_log_dir": str(tmp_path),
         "k8s_cycle_out": str(tmp_path / "facts.json"),
         "k8s_cycle_revision": REVISION,
     }
@@ -118,9 +118,9 @@ def cycle(tmp_path_factory):
 
 def test_discover_picks_the_running_and_ready_pod(cycle):
     _, facts, _, _, _ = cycle
-    assert facts["rm_app_pod_name"] == "release-manager-3-ready"
-    assert facts["rm_db_pod_name"] == "db-0"
-    assert facts["rm_alembic_host"] == "rm_app_pod"
+    assert facts["app_pod"] == "release-manager-3-ready"
+    assert facts["db_pod"] == "db-0"
+    assert facts["pod_host_name"] == "rm_app_pod"
     assert facts["pod_host"] == {"connection": "kubernetes.core.kubectl", "pod": "release-manager-3-ready",
                                  "namespace": "staging"}
 
@@ -139,7 +139,7 @@ def test_scale_down_stops_the_writers_and_scale_up_restores_their_counts(cycle):
     api, facts, _, run, _ = cycle
     assert facts["replicas_while_down"] == {"release-manager": 0, "worker": 0}
     # The second scale_down found zeros but kept the counts saved by the first one.
-    assert facts["rm_k8s_saved_replicas"] == {"release-manager": 2, "worker": 3}
+    assert facts["saved_replicas"] == {"release-manager": 2, "worker": 3}
     for name, replicas in {"release-manager": 2, "worker": 3}.items():
         dep = api.deployment("staging", name)
         assert dep["spec"]["replicas"] == replicas

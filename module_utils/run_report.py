@@ -1,0 +1,321 @@
+"""A run's report, for machines (report.json) and for people (report.md), from the facts each role left.
+
+``build_report`` takes the roles' results (preflight, preview, backup, apply, verify, rollback,
+restore, drill) and the run's outcome, and returns the report as plain JSON data; ``render_markdown``
+turns that into the page an operator reads. Both are pure, so the report is tested against the
+facts of a run without Ansible (the report role calls them through the ``run_report`` action).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TOP_ROWS = 10
+
+
+def _get(data: Any, *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or data.get(key) is None:
+            return default
+        data = data[key]
+    return data
+
+
+def _joined(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or None
+    return value or None
+
+
+def _backup(backup: dict | None) -> dict | None:
+    if not backup or not backup.get("path"):
+        return None
+    keys = ("path", "size_bytes", "sha256", "duration_s", "format", "reused", "manifest_path", "alembic_revision",
+            "reuse_refused")
+    return {k: backup.get(k) for k in keys} | {"planned_only": backup.get("size_bytes") is None}
+
+
+def _revision_after(f: dict[str, Any]) -> str | None:
+    preflight = f.get("preflight") or {}
+    if f.get("rollback"):
+        return _joined(f["rollback"].get("revision_after"))
+    if f.get("restore") and f["restore"].get("alembic_revision") is not None and not f["restore"].get("planned"):
+        return _joined(f["restore"]["alembic_revision"])
+    if f.get("verify"):
+        return _joined(f["verify"].get("revision"))
+    if f.get("failure") and f["failure"].get("revision_left") is not None:
+        return _joined(f["failure"]["revision_left"])
+    if f.get("apply") and f["apply"].get("to_revision") is not None:
+        return _joined(f["apply"]["to_revision"])
+    return preflight.get("start_revision") or None
+
+
+def _database_work_s(f: dict[str, Any]) -> float:
+    """Seconds the run's modules spent in the database; the rest of the wall time is orchestration."""
+    parts = [_get(f, "backup", "duration_s"), _get(f, "preflight", "inspect", "duration_s"),
+             _get(f, "preflight", "plan", "duration_s"), _get(f, "preview", "duration_s"),
+             _get(f, "apply", "duration_s"), _get(f, "verify", "duration_s"),
+             _get(f, "rollback", "duration_s"), _get(f, "restore", "duration_s")]
+    return round(sum(float(p) for p in parts if isinstance(p, (int, float))), 3)
+
+
+def build_report(f: dict[str, Any]) -> dict[str, Any]:
+    """The report of one run. ``f`` holds: outcome, environment, finished_at, and the roles' results
+    (preflight, preview, backup, apply, verify, rollback, restore, drill), failure, writers_error,
+    kubernetes, awx_job_id, app_pod_log."""
+    pre = f.get("preflight") or {}
+    apply = f.get("apply") or {}
+    failure = f.get("failure") or None
+    applied = apply.get("applied") or (failure or {}).get("applied") or []
+    steps = apply.get("steps") or (failure or {}).get("steps") or []
+    verify = f.get("verify") or None
+    restore = f.get("restore") or None
+    report = {
+        "outcome": f.get("outcome") or "unknown",
+        "operation": pre.get("operation", "?"),
+        "environment": f.get("environment"),
+        "database": pre.get("database", "?"),
+        "server": pre.get("where", "?"),
+        "report_dir": pre.get("report_dir"),
+        "operator": pre.get("operator") or "unknown",
+        "approved_by": pre.get("approved_by") or None,
+        "approval_source": pre.get("approval_source") or None,
+        "awx_job_id": f.get("awx_job_id"),
+        "started_at": pre.get("started_at"),
+        "finished_at": f.get("finished_at"),
+        "dry_run": bool(pre.get("dry_run")),
+        "check_mode": bool(pre.get("check_mode")),
+        "kubernetes": f.get("kubernetes") or None,
+        "revision_before": pre.get("start_revision") or None,
+        "target_revision": pre.get("target_revision") or None,
+        "revision_after": _revision_after(f),
+        "pending": pre.get("pending") or [],
+        "applied": applied,
+        "steps": steps,
+        "apply_duration_s": apply.get("duration_s"),
+        "lock_retries_used": apply.get("lock_retries_used"),
+        "database_work_s": _database_work_s(f),
+        "backup": _backup(f.get("backup")),
+        "preview": f.get("preview") or None,
+        "lint_findings": _get(f, "preview", "findings", default=pre.get("preview_findings") or []),
+        "verify": verify,
+        "failure": failure,
+        "writers_error": f.get("writers_error") or None,
+        "rollback": f.get("rollback") or None,
+        "restore": ({k: restore.get(k) for k in ("src", "duration_s", "restore_duration_s", "alembic_revision",
+                                                  "row_counts", "backup_database", "planned", "refusal")}
+                    if restore and restore.get("src") else None),
+        "row_counts_before": _get(pre, "inspect", "row_counts"),
+        "row_counts_after": (_get(verify, "row_counts") or _get(f, "rollback", "row_counts")
+                             or _get(restore, "row_counts")),
+        "monitoring_before": _get(pre, "inspect", "monitoring"),
+        "monitoring_after": _get(verify, "monitoring"),
+        "app_pod_log": f.get("app_pod_log") or None,
+        "drill": f.get("drill") or None,
+    }
+    return report
+
+
+# --- Markdown ------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    return str("—" if value in (None, "", []) else value).replace("|", "\\|").replace("\n", " ")
+
+
+def _size(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "?"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} B"
+
+
+def _summary(r: dict[str, Any]) -> list[str]:
+    lines = [f"# {str(r['operation']).capitalize()} of `{r['database']}` on {r['environment']}: "
+             f"**{str(r['outcome']).upper()}**", "", "| | |", "|---|---|"]
+    operator = r["operator"] + (f" (AWX job {r['awx_job_id']})" if r.get("awx_job_id") else "")
+    approved = (r.get("approved_by") or "—") + (f" ({r['approval_source']})" if r.get("approval_source") else "")
+    rows = [("Operator", operator), ("Approved by", approved),
+            ("Started / finished (UTC)", f"{r.get('started_at')} / {r.get('finished_at')}"),
+            ("Server", f"`{r['server']}`")]
+    if r.get("kubernetes"):
+        k = r["kubernetes"]
+        rows.append(("Kubernetes", f"namespace `{k.get('namespace')}`, app pod `{k.get('app_pod')}`"))
+    rows += [("Revision before", f"`{r.get('revision_before') or 'base'}`"),
+             ("Target revision", f"`{r.get('target_revision') or 'base'}`"),
+             ("Revision after", f"`{r.get('revision_after') or 'base'}`"),
+             ("Pending at start", ", ".join(r["pending"]) or "none"),
+             ("Applied", ", ".join(r["applied"]) or "none"),
+             ("Time in the database", f"{r['database_work_s']} s")]
+    if r.get("dry_run"):
+        check = " (check mode)" if r.get("check_mode") else ""
+        rows.append(("Dry run", f"yes: preview only, nothing applied{check}"))
+    lines += [f"| {k} | {_cell(v)} |" for k, v in rows]
+    return lines + [""]
+
+
+def _failure_and_rollback(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if r.get("writers_error"):
+        lines += ["## WRITERS STILL DOWN", r["writers_error"], ""]
+    failure = r.get("failure")
+    if failure:
+        lines += ["## What failed", f"- Step: **{failure.get('task')}**", f"- Error: {failure.get('msg')}"]
+        if failure.get("hint"):
+            lines.append(f"- Fix: {failure['hint']}")
+        if failure.get("failed_revision"):
+            lines.append(f"- Failed revision: `{failure['failed_revision']}`; the database was left at "
+                         f"`{failure.get('revision_left') or 'base'}`")
+        lines.append("")
+    rollback = r.get("rollback")
+    if rollback:
+        ok = "succeeded" if rollback.get("ok") else f"failed: {rollback.get('error')}"
+        lines += ["## Rollback", f"- Method: {rollback.get('method')} ({ok})"]
+        if rollback.get("restored"):
+            lines.append("- The downgrade failed; the pre-change backup was restored.")
+        where = ("the revision the run started from" if rollback.get("at_start_revision")
+                 else "NOT the revision the run started from")
+        counts = "equal to" if rollback.get("row_counts_match") else "DIFFERENT from"
+        lines += [f"- The database now stands at `{rollback.get('revision_after') or 'base'}` ({where}), row counts "
+                  f"{counts} those before the run.", ""]
+    return lines
+
+
+def _steps(r: dict[str, Any]) -> list[str]:
+    lines = ["## Steps", "| Step | Duration (s) | Detail |", "|---|---|---|"]
+    b = r.get("backup")
+    if b:
+        detail = (f"`{b['path']}` ({_size(b.get('size_bytes'))}, {b.get('format')}"
+                  f"{', reused' if b.get('reused') else ''}{', planned only' if b.get('planned_only') else ''}), "
+                  f"sha256 `{b.get('sha256')}`")
+        lines.append(f"| Backup | {_cell(b.get('duration_s'))} | {detail} |")
+    p = r.get("preview")
+    if p:
+        lines.append(f"| Preview | {_cell(p.get('duration_s'))} | `{p.get('sql_path')}`, "
+                     f"{len(r.get('lint_findings') or [])} lint finding(s) |")
+    for s in r.get("steps") or []:
+        lines.append(f"| Apply {s.get('revision')} ({s.get('direction')}) | {_cell(s.get('duration_s'))} | "
+                     f"{_cell(s.get('description'))} |")
+    rs = r.get("restore")
+    if rs:
+        verb = "Would restore" if rs.get("planned") else "Restore"
+        lines.append(f"| {verb} | {_cell(rs.get('duration_s'))} | from `{rs.get('src')}`, revision "
+                     f"{_cell(rs.get('alembic_revision'))} |")
+    v = r.get("verify")
+    if v:
+        if not v.get("schema_checked"):
+            schema = "not compared"
+        elif v.get("schema_diff"):
+            schema = "DIFFERS: " + "; ".join(v["schema_diff"])
+        else:
+            schema = "matches the revision"
+        lines.append(f"| Verify | {_cell(v.get('duration_s'))} | revision `{_joined(v.get('revision')) or 'base'}`, "
+                     f"schema {_cell(schema)} |")
+    return lines + [""]
+
+
+def _drill(r: dict[str, Any]) -> list[str]:
+    d = r.get("drill")
+    if not d:
+        return []
+    lines = [f"## Drill: **{d.get('verdict', 'FAIL')}**",
+             f"- Backup: `{d.get('backup', '?')}` (manifest revision `{d.get('manifest_revision', '?')}`, "
+             f"restored at `{d.get('restored_revision', '?')}`)",
+             f"- Why this backup: {d.get('backup_reason', 'the newest verified backup')}",
+             f"- Time to restore (recovery time): {d.get('restore_s', '?')} s"]
+    for s in d.get("steps") or []:
+        lines.append(f"- {s.get('name')}: {', '.join(s.get('applied') or []) or 'nothing to run'} "
+                     f"({s.get('duration_s')} s)")
+    if "schema_diff" in d:
+        lines.append("- Schema after the round trip: " + ("identical" if not d["schema_diff"]
+                                                           else "; ".join(d["schema_diff"])))
+    for s in d.get("smoke") or []:
+        state = "ok" if s.get("ok") else ("not applicable: " + s["not_applicable"] if s.get("not_applicable")
+                                          else "**FAILED**: " + str(s.get("error")))
+        lines.append(f"- Smoke `{s.get('query')}` → {s.get('result')} ({state})")
+    lines.append(f"- Scratch database dropped: {'yes' if d.get('scratch_dropped') else 'NO'}")
+    return lines + [""]
+
+
+def _findings(r: dict[str, Any]) -> list[str]:
+    findings = r.get("lint_findings") or []
+    if not findings:
+        return []
+    lines = ["## SQL lint findings", "| Severity | Rule | Where | Message |", "|---|---|---|---|"]
+    for f in findings:
+        where = f.get("revision") or (f"line {f['line']}" if f.get("line") else "")
+        lines.append(f"| {_cell(f.get('severity'))} | {_cell(f.get('rule'))} | {_cell(where)} | "
+                     f"{_cell(f.get('message'))} |")
+    return lines + [""]
+
+
+def _smoke_and_counts(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    smoke = _get(r, "verify", "smoke") or []
+    if smoke:
+        lines.append("## Smoke queries")
+        for s in smoke:
+            failed = "" if s.get("ok") else f" **FAILED** {s.get('error')}"
+            lines.append(f"- `{s.get('query')}` → {s.get('result')}{failed}")
+        lines.append("")
+    before, after = r.get("row_counts_before") or {}, r.get("row_counts_after") or {}
+    if before or after:
+        lines += ["## Row counts", "| Table | Before | After |", "|---|---|---|"]
+        lines += [f"| {t} | {_cell(before.get(t))} | {_cell(after.get(t))} |" for t in sorted(set(before) | set(after))]
+        lines.append("")
+    return lines
+
+
+def _monitoring(r: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for label in ("before", "after"):
+        snap = r.get(f"monitoring_{label}")
+        if not snap:
+            continue
+        lines += [f"## Monitoring snapshot {label}",
+                  f"- Connections: {snap.get('connections') or {}}",
+                  f"- Lock waits: {len(snap.get('lock_waits') or [])}"]
+        top = snap.get("top_statements")
+        if top:
+            lines.append("- Top statements by mean time: " + "; ".join(
+                f"`{(q.get('query') or '')[:60]}` {q.get('mean_exec_ms')} ms × {q.get('calls')}"
+                for q in top[:TOP_ROWS]))
+        else:
+            lines.append("- pg_stat_statements: not available on this server")
+        sizes = snap.get("table_sizes") or []
+        lines.append("- Largest tables: " + ("; ".join(f"{t.get('table')} {_size(t.get('total_bytes'))}"
+                                                      for t in sizes[:TOP_ROWS]) or "none"))
+        lines.append("")
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    parts = (_summary(report) + _failure_and_rollback(report) + _steps(report) + _drill(report)
+             + _findings(report) + _smoke_and_counts(report) + _monitoring(report))
+    if report.get("app_pod_log"):
+        parts += [f"App pod log: `{report['app_pod_log']}`", ""]
+    parts.append("Machine-readable: `report.json` beside this file.")
+    return "\n".join(parts) + "\n"
+
+
+def write_files(directory: str, files: dict[str, Any], mode: int = 0o640) -> list[str]:
+    """Write each file of a run's report directory atomically (temporary name, then rename)."""
+    import os
+    import tempfile
+
+    os.makedirs(directory, mode=0o750, exist_ok=True)
+    written = []
+    for name, content in files.items():
+        if os.path.basename(name) != name or name in ("", ".", ".."):
+            raise ValueError(f"'{name}' is not a plain file name")
+        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("" if content is None else str(content))
+        os.chmod(tmp_path, mode)
+        os.replace(tmp_path, os.path.join(directory, name))
+        written.append(os.path.join(directory, name))
+    return written

@@ -1,0 +1,40 @@
+"""Jinja filters for the lifecycle playbooks' decisions; the logic is module_utils/lifecycle_rules.py.
+
+    {{ k8s_target_found | k8s_ready_pods }}                     -> {app: {ready: [...], seen: [...]}, db: ...}
+    {{ preflight_maintenance_window | maintenance_window }}     -> {open: true, now: 'sat 23:30', describe: ...}
+    {{ ansible_failed_task.name | failure_summary(ansible_failed_result) }}
+    {{ 'migrate' | success_outcome(dry_run, pending, applied) }} -> migrated / up-to-date / dry-run / ...
+    {{ rm_failure | rollback_plan(applied, backup_taken, allow_restore) }}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ansible.module_utils
+from ansible.errors import AnsibleFilterError
+
+_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
+if _MODULE_UTILS not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(_MODULE_UTILS)
+
+from ansible.module_utils import lifecycle_rules  # noqa: E402
+
+
+def maintenance_window(window, now=None):
+    try:
+        return lifecycle_rules.maintenance_window(window, now)
+    except ValueError as exc:
+        raise AnsibleFilterError(f"{exc}. Fix preflight_maintenance_window, e.g. "
+                                 "{days: [sat], start: '23:00', end: '01:00'}.") from None
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "k8s_ready_pods": lifecycle_rules.ready_pods,
+            "maintenance_window": maintenance_window,
+            "failure_summary": lifecycle_rules.failure_summary,
+            "success_outcome": lifecycle_rules.success_outcome,
+            "rollback_plan": lifecycle_rules.rollback_plan,
+        }
