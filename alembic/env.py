@@ -37,6 +37,8 @@ def _configure(**kwargs) -> None:
         transaction_per_migration=True,
         compare_type=True,
         compare_server_default=True,
+        # alembic_migrate's version_table option reaches the env through the ini's main section.
+        version_table=config.get_main_option("version_table") or "alembic_version",
         **kwargs,
     )
 

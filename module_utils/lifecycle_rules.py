@@ -151,3 +151,15 @@ def rollback_plan(failure: dict[str, Any], applied: list[str], backup_taken: boo
                    else "nothing was applied" if not ours
                    else "no backup was taken" if not backup_taken else "this run applied revisions"),
     }
+
+
+def writers_not_back(saved: dict[str, Any], found: dict[str, Any]) -> list[dict[str, Any]]:
+    """The writers whose replica count, as the API reports it now (a looped ``k8s_info`` result), is not
+    the count saved before the maintenance window: [{key, value (wanted), actual (None: not found)}]."""
+    actual: dict[str, Any] = {}
+    for result in found.get("results", []):
+        name = (result.get("item") or {}).get("key")
+        resources = result.get("resources") or []
+        actual[name] = (resources[0].get("spec") or {}).get("replicas") if resources else None
+    return [{"key": name, "value": int(wanted), "actual": actual.get(name)}
+            for name, wanted in saved.items() if actual.get(name) != int(wanted)]

@@ -26,7 +26,8 @@ _SCHEMES = ("postgresql", "postgres")
 _DRIVERS = ("psycopg2", "psycopg", "psycopg2cffi", "asyncpg", "pg8000", "psycopg_async")
 _ENCODE_HINT = (
     "Percent-encode the user name and password: @ as %40, : as %3A, / as %2F, ? as %3F, # as %23, "
-    "% as %25 (Ansible: {{ password | urlencode | replace('/', '%2F') }}; Python: urllib.parse.quote(password, safe=''))."
+    "% as %25 (Ansible: {{ password | urlencode | replace('/', '%2F') }}; "
+    "Python: urllib.parse.quote(password, safe=''))."
 )
 
 # libpq URL query parameters that have an environment-variable twin.

@@ -145,11 +145,12 @@ def _summary(r: dict[str, Any]) -> list[str]:
     if r.get("kubernetes"):
         k = r["kubernetes"]
         rows.append(("Kubernetes", f"namespace `{k.get('namespace')}`, app pod `{k.get('app_pod')}`"))
-    rows += [("Revision before", f"`{r.get('revision_before') or 'base'}`"),
-             ("Target revision", f"`{r.get('target_revision') or 'base'}`"),
-             ("Revision after", f"`{r.get('revision_after') or 'base'}`"),
-             ("Pending at start", ", ".join(r["pending"]) or "none"),
-             ("Applied", ", ".join(r["applied"]) or "none"),
+    rows.append(("Revision before", f"`{r.get('revision_before') or 'base'}`"))
+    if r["operation"] in ("migrate", "rollback"):
+        rows += [("Target revision", f"`{r.get('target_revision') or 'base'}`"),
+                 ("Pending at start", ", ".join(r["pending"]) or "none"),
+                 ("Applied", ", ".join(r["applied"]) or "none")]
+    rows += [("Revision after", f"`{r.get('revision_after') or 'base'}`"),
              ("Time in the database", f"{r['database_work_s']} s")]
     if r.get("dry_run"):
         check = " (check mode)" if r.get("check_mode") else ""

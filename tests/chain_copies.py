@@ -55,3 +55,60 @@ def chain_copy(tmp_path: Path, *revisions: str) -> Path:
     for index, text in enumerate(revisions):
         (tmp_path / "alembic" / "versions" / f"f00d0000000{index + 1}_test.py").write_text(text.format(down=HEAD))
     return tmp_path / "alembic.ini"
+
+
+# A revision whose upgrade works and whose downgrade fails (so a rollback must fall back to a restore).
+UNDOWNGRADABLE_REVISION = GOOD_REVISION.replace(
+    'op.drop_column("users", "nickname")', 'op.execute("SELECT no_such_function()")')
+
+# The runbook's mistake: CREATE INDEX CONCURRENTLY inside Alembic's transaction (the lint's error).
+CONCURRENT_IN_TRANSACTION_REVISION = '''"""test: CREATE INDEX CONCURRENTLY inside the migration's transaction"""
+from alembic import op
+
+revision = "f00d00000001"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.execute("CREATE INDEX CONCURRENTLY users_name_idx ON users (name)")
+
+
+def downgrade():
+    op.execute("DROP INDEX users_name_idx")
+'''
+
+# A revision that sleeps: a statement_timeout shorter than the sleep cancels it.
+SLOW_REVISION = GOOD_REVISION.replace(
+    'op.add_column("users", sa.Column("nickname", sa.String(50)))', 'op.execute("SELECT pg_sleep(2)")').replace(
+    'op.drop_column("users", "nickname")', "pass")
+
+
+def branch_revision(rev: str, down: str, column: str) -> str:
+    """A revision adding users.<column>; several on one parent make several heads."""
+    return f'''"""test: branch {rev} adds users.{column}"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{rev}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("users", sa.Column("{column}", sa.Integer))
+
+
+def downgrade():
+    op.drop_column("users", "{column}")
+'''
+
+
+def chain_with(tmp_path: Path, files: dict[str, str]) -> Path:
+    """Like chain_copy, with revision files given by name (their text used as is)."""
+    ini = chain_copy(tmp_path)
+    for name, text in files.items():
+        (tmp_path / "alembic" / "versions" / name).write_text(text)
+    return ini

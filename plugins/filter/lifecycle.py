@@ -5,6 +5,7 @@
     {{ ansible_failed_task.name | failure_summary(ansible_failed_result) }}
     {{ 'migrate' | success_outcome(dry_run, pending, applied) }} -> migrated / up-to-date / dry-run / ...
     {{ rm_failure | rollback_plan(applied, backup_taken, allow_restore) }}
+    {{ k8s_target_saved_replicas | writers_not_back(k8s_target_now) }} -> [{key, value, actual}]
 """
 
 from __future__ import annotations
@@ -37,4 +38,5 @@ class FilterModule:
             "failure_summary": lifecycle_rules.failure_summary,
             "success_outcome": lifecycle_rules.success_outcome,
             "rollback_plan": lifecycle_rules.rollback_plan,
+            "writers_not_back": lifecycle_rules.writers_not_back,
         }

@@ -141,6 +141,9 @@ def _deployment_from_shorthand(item: dict) -> dict:
                          "spec": {"containers": [{"name": "app", "image": "release-manager:standin"}]}},
         },
         "status": {},
+        # Not part of a Deployment: refuse scaling it up (as an RBAC rule or an admission webhook would),
+        # for the "writers still down" path. Stripped from API responses.
+        "_refuse_scale_up": bool(item.get("refuse_scale_up")),
     }
 
 
@@ -483,6 +486,9 @@ class K8sApiStandin:
                 replicas = (updated.get("spec") or {}).get("replicas")
                 if not isinstance(replicas, int) or replicas < 0:
                     raise ApiError(422, "Invalid", f"spec.replicas must be a non-negative integer, got {replicas!r}")
+                if replicas > 0 and dep.get("_refuse_scale_up"):
+                    raise ApiError(403, "Forbidden", f'deployments.apps "{name}" is forbidden: scaling up is refused '
+                                                     "by the stand-in's refuse_scale_up")
                 if replicas != dep["spec"].get("replicas"):
                     dep["spec"]["replicas"] = replicas
                     dep["metadata"]["generation"] = dep["metadata"].get("generation", 1) + 1

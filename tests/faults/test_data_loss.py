@@ -1,0 +1,119 @@
+"""Nothing lost: retention never removes the backup a run restores from nor a file pg_backup did not write,
+a damaged backup is never reused, a scratch database name can never land on a real one.
+
+Each test injects the fault and checks the outcome with SQL and the filesystem, not with our modules.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from ansible.module_utils.backup_manifest import manifest_path_for
+from ansible.module_utils.backup_runner import BackupRequest, run_backup
+from ansible.module_utils.operator_error import OperatorError
+from ansible.module_utils.pg_connection import ConnInfo
+from ansible.module_utils.scratch_database import ensure_database
+from support import local_vars, reports, run_playbook, sql
+
+pytestmark = pytest.mark.db
+
+
+def users(url: str) -> int:
+    return sql(url, "SELECT count(*) FROM users")[0][0]
+
+
+def load_by_hand(backup: Path, url: str, bin_dir: str) -> None:
+    """The runbook's last resort: `gunzip -c backup | psql` into a database."""
+    conn = ConnInfo.parse(url)
+    with gzip.open(backup, "rb") as source:
+        subprocess.run([f"{bin_dir}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"], input=source.read(),
+                       env=conn.libpq_env(), check=True, capture_output=True)
+
+
+@pytest.mark.playbook
+def test_restore_yml_keeps_the_backup_it_restores_and_a_copy_of_what_was_there(chain_db, workdir, new_database,
+                                                                                pg_server):
+    """Five backups, then restore.yml with the oldest and backup_keep=2: nothing the run needs is pruned."""
+    url = chain_db(users=5)
+    dest = workdir / "backups"
+    taken = []
+    for i in range(5):
+        sql(url, "INSERT INTO users (name, email) VALUES (%s, %s)", (f"extra {i}", f"extra{i}@example.com"))
+        taken.append(run_backup(BackupRequest(url=url, dest=str(dest), label=f"b{i}")))
+    oldest = Path(taken[0]["path"])
+    database = ConnInfo.parse(url).dbname
+
+    run = run_playbook("playbooks/restore.yml", env={"DATABASE_URL": url}, extra_vars=local_vars(
+        workdir, backup_path=str(oldest), confirm_restore=database, backup_keep=2))
+
+    assert run.rc == 0, run.output[-3000:]
+    assert users(url) == 6  # the oldest backup's rows
+    assert oldest.exists() and manifest_path_for(oldest).exists()
+    assert all(Path(t["path"]).exists() for t in taken)  # no retention while restoring
+    (pre_restore,) = [p for p in dest.iterdir() if "-pre_restore." in p.name and p.name.endswith(".sql.gz")]
+    by_hand = new_database("byhand")
+    load_by_hand(pre_restore, by_hand, pg_server.bin_dir)
+    assert users(by_hand) == 10  # what was there before the restore, loaded the runbook's way
+    report = reports(workdir / "reports")[-1]
+    assert report["outcome"] == "restored" and report["restore"]["src"] == str(oldest)
+
+
+def test_pg_backup_retention_never_removes_files_it_did_not_write(chain_db, workdir):
+    url = chain_db(users=3)
+    database = ConnInfo.parse(url).dbname
+    dest = workdir / "b"
+    dest.mkdir()
+    notes = dest / f"{database}-20200101T000000Z.sql"
+    notes.write_text("-- my notes, not a backup\n")
+    folder = dest / f"{database}-20200102T000000Z.dir"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+
+    for i in range(3):
+        run_backup(BackupRequest(url=url, dest=str(dest), label=f"k{i}", keep=2))
+
+    assert notes.read_text() == "-- my notes, not a backup\n"
+    assert (folder / "notes.txt").read_text() == "keep me"
+    ours = sorted(p.name for p in dest.iterdir() if p.name.endswith(".sql.gz"))
+    assert len(ours) == 2 and ours[-1].endswith("-k2.sql.gz") and ours[0].endswith("-k1.sql.gz")
+
+
+@pytest.mark.playbook
+def test_backup_yml_takes_a_verified_backup_and_max_age_never_reuses_a_damaged_one(chain_db, workdir):
+    url = chain_db(users=7)
+    env = {"DATABASE_URL": url}
+    first = run_playbook("playbooks/backup.yml", env=env, extra_vars=local_vars(workdir))
+    assert first.rc == 0, first.output[-3000:]
+    path = Path(reports(workdir / "reports")[-1]["backup"]["path"])
+    manifest = json.loads(manifest_path_for(path).read_text())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == manifest["sha256"]
+    assert b"-- PostgreSQL database dump complete" in gzip.decompress(path.read_bytes())[-4096:]
+
+    with open(path, "r+b") as handle:  # the newest backup, truncated after it was verified
+        handle.truncate(100)
+    second = run_playbook("playbooks/backup.yml", env=env, extra_vars=local_vars(workdir, backup_max_age_s=3600))
+
+    assert second.rc == 0, second.output[-3000:]
+    backup = reports(workdir / "reports")[-1]["backup"]
+    assert backup["path"] != str(path) and backup["reused"] is False
+    assert "was not reused" in backup["reuse_refused"] and "checksum mismatch" in backup["reuse_refused"]
+    fresh = Path(backup["path"])
+    assert hashlib.sha256(fresh.read_bytes()).hexdigest() == json.loads(manifest_path_for(fresh).read_text())["sha256"]
+    assert "was not reused" in second.output
+
+
+def test_a_database_name_postgresql_would_cut_is_never_created_or_dropped(pg_server):
+    """A 70-byte name would be cut to 63 bytes by PostgreSQL: possibly another, existing database."""
+    long_name = "x" * 70
+    pg_server.execute(f'CREATE DATABASE "{long_name[:63]}"')
+    try:
+        with pytest.raises(OperatorError, match="longer than PostgreSQL's 63 bytes"):
+            ensure_database(ConnInfo.parse(pg_server.url(long_name)), False)
+        assert pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", (long_name[:63],)) == [(1,)]
+    finally:
+        pg_server.execute(f'DROP DATABASE IF EXISTS "{long_name[:63]}"')
