@@ -1,0 +1,17 @@
+"""The README's promises stay tied to tests: every fault test has its line in the fault table."""
+
+from __future__ import annotations
+
+import re
+
+from support import ROOT
+
+
+def test_every_fault_test_has_a_line_in_the_readme_fault_table():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## When something goes wrong", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"\| `(test_[a-z0-9_]+)` \|", section))
+    tests = {name for path in (ROOT / "tests" / "faults").glob("test_*.py")
+             for name in re.findall(r"^def (test_[a-z0-9_]+)", path.read_text(), re.M)}
+    assert tests - listed == set(), "fault tests missing from the README table"
+    assert listed - tests == set(), "README table names tests that do not exist"
