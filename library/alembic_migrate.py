@@ -10,17 +10,26 @@ short_description: Bring a PostgreSQL database to an Alembic revision, safely an
 description:
   - Declarative Alembic for any project. C(revision=head) means "make the database be at head";
     a database already there is left alone and the task reports C(changed=false).
-  - Revisions are applied one at a time, each in its own transaction, while a PostgreSQL advisory
-    lock is held on a separate session, so two runs can never migrate one database at once.
-  - In check mode (or with I(sql=true)) nothing is changed; the module returns what would run,
+  - The plan runs as the project's own C(alembic upgrade)/C(alembic downgrade) runs it - one run of its
+    C(env.py), from the directory of its C(alembic.ini), with the project's own transaction settings
+    (one transaction for the whole plan, or one per revision when env.py sets C(transaction_per_migration);
+    the release_manager chain does). Async env.py files (C(postgresql+asyncpg://)) run as they are.
+  - Around that run, a PostgreSQL advisory lock is held on a separate session, so two runs can never
+    migrate one database at once; the plan is made again under the lock, and a plan that differs from
+    O(expected_pending) (the database moved while the run waited) is refused.
+  - Every connection the run opens starts with O(lock_timeout) and O(statement_timeout). A revision that
+    times out waiting for a lock is retried (the run continues from where the database stopped), so a
+    migration queued behind a long transaction stalls live traffic for at most O(lock_timeout) per attempt.
+  - The result lists each revision applied with its duration (Alembic's C(on_version_apply) hook). A failure
+    names the revision that failed, or env.py when it failed before any revision ran, and the revision the
+    database is really left at (read back from the version table - back at the start for a one-transaction
+    plan, the last good revision for one transaction per revision).
+  - In check mode (or with O(sql=true)) nothing is changed; the module returns what would run,
     including the offline SQL of exactly the pending revisions (the runbook's
     C(alembic upgrade head --sql)) and a lint of that SQL for dangerous operations.
-  - A failing revision fails the task with the revision that failed, the database error and the
-    revision the database is left at (C(revision_left)). Revisions before it stay applied.
-  - Lock timeouts are retried a bounded number of times, so a migration queued behind a long
-    transaction stalls live traffic for at most I(lock_timeout) per attempt.
   - Runs where the project's migrations live (the runner, or the app pod through the
-    C(kubernetes.core.kubectl) connection). Needs C(alembic), C(sqlalchemy) and C(psycopg2) there.
+    C(kubernetes.core.kubectl) connection). Needs C(alembic), C(sqlalchemy) and C(psycopg2) there (the
+    driver the app uses, e.g. asyncpg, too).
 version_added: "1.0.0"
 options:
   config:
@@ -81,6 +90,18 @@ options:
       - Values for C(-x key=value), read by the project's C(env.py) with C(context.get_x_argument()).
     type: dict
     default: {}
+  expected_pending:
+    description:
+      - The revisions the run was previewed (and approved) with, in order. Under the migration lock the plan
+        is made again; when it would run anything else (another run moved the database meanwhile), the task
+        fails and changes nothing. An empty plan (someone else did the work) is fine. Omit to skip the check.
+    type: list
+    elements: str
+  not_after:
+    description:
+      - An ISO 8601 time (UTC), e.g. the end of the maintenance window. When the run gets the migration lock
+        after it, nothing is applied and the task fails. Revisions already running are not interrupted.
+    type: str
   create_database:
     description:
       - Create the database first when it does not exist (for a fresh or scratch database; needs
@@ -196,9 +217,14 @@ lock_retries_used:
   returned: always
   type: int
 failed_revision:
-  description: The revision that failed.
+  description: The revision that failed (null when env.py failed before any revision ran).
   returned: failure during apply
   type: str
+rolled_back:
+  description: Revisions that ran in the failed run but were rolled back with its transaction.
+  returned: failure during apply
+  type: list
+  elements: str
 revision_left:
   description: The revision the database is at after a failure.
   returned: failure during apply
@@ -232,6 +258,8 @@ ARGUMENT_SPEC = argument_spec(
     advisory_lock_wait={"type": "float", "default": 0},
     x_arguments={"type": "dict", "default": {}},
     create_database={"type": "bool", "default": False},
+    expected_pending={"type": "list", "elements": "str"},
+    not_after={"type": "str"},
 )
 
 
@@ -260,7 +288,8 @@ def main() -> None:
             lock_retry_delay=p["lock_retry_delay"], advisory_lock=p["advisory_lock"],
             advisory_lock_wait=p["advisory_lock_wait"], version_table=p["version_table"],
             x_arguments={str(k): str(v) for k, v in p["x_arguments"].items()},
-            create_database=p["create_database"],
+            create_database=p["create_database"], expected_pending=p["expected_pending"],
+            not_after=p["not_after"] or None,
         )
         result = safe_result(run(req, check=module.check_mode, sql_only=p["sql"]), req.conn)
         result["msg"] = _message(result)

@@ -25,6 +25,18 @@ options:
     description: Database to connect to while creating or dropping.
     type: str
     default: postgres
+  fresh:
+    description:
+      - With O(state=present), the database must not exist yet; creating it is refused (and nothing changes)
+        when it does. Scratch databases are created this way, so one that was there before is never used
+        (or later dropped) as a scratch.
+    type: bool
+    default: false
+  protect:
+    description: Database names O(state=absent) refuses to drop (the run's live database).
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -72,6 +84,8 @@ ARGUMENT_SPEC = argument_spec(
     CONNECTION_SPEC,
     state={"type": "str", "choices": ["present", "absent"], "default": "present"},
     maintenance_db={"type": "str", "default": "postgres"},
+    fresh={"type": "bool", "default": False},
+    protect={"type": "list", "elements": "str", "default": []},
 )
 
 
@@ -83,7 +97,7 @@ def main() -> None:
         started = time.monotonic()
         conn = connection_of(p["url"])
         changed = ensure_database(conn, p["state"] == "present", maintenance_db=p["maintenance_db"],
-                                  check=module.check_mode)
+                                  check=module.check_mode, fresh=p["fresh"], protect=tuple(p["protect"]))
         return {"changed": changed, "database": conn.dbname, "state": p["state"],
                 "duration_s": round(time.monotonic() - started, 3)}
 

@@ -21,7 +21,11 @@ description:
     first (C(DROP DATABASE ... WITH (FORCE)) on PostgreSQL 13+). Without O(clean), archive formats
     replace the backup's objects in place (C(pg_restore --clean --if-exists)); plain SQL needs O(clean).
   - After a restore the database carries the comment C(release-migrations restored <backup> sha256 <sha>);
-    a rerun with the same backup finds it and changes nothing (unless O(clean=true)).
+    a rerun with the same backup finds it and changes nothing (unless O(clean=true), or the database no
+    longer has the backup's revision and number of tables).
+  - C(latest) never picks a C(pre_restore) copy (the state a restore replaced), and prefers backups of the
+    target's own server. Two restores of one database never run at once (an advisory lock in
+    O(maintenance_db)).
   - Archive formats load with C(pg_restore -j --exit-on-error); plain SQL is decompressed in Python
     and streamed into C(psql -v ON_ERROR_STOP=1 --single-transaction). The password travels only in
     the environment.
@@ -79,9 +83,16 @@ options:
     type: bool
     default: true
   maintenance_db:
-    description: Database to connect to for creating and dropping the target.
+    description: Database to connect to for creating and dropping the target (and for the restore lock).
     type: str
     default: postgres
+  allow_other_server:
+    description:
+      - Allow restoring over a target that has tables a backup taken on another server (another PostgreSQL
+        system identifier), as when recovering onto a new server. Without it that is refused.
+      - With O(src) a directory, backups of the target's own server are preferred for C(latest).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -223,6 +234,7 @@ ARGUMENT_SPEC = argument_spec(
     count_rows={"type": "bool", "default": True},
     load_settings={"type": "bool", "default": True},
     maintenance_db={"type": "str", "default": "postgres"},
+    allow_other_server={"type": "bool", "default": False},
 )
 
 
@@ -235,7 +247,8 @@ def main() -> None:
             url=p["url"], src=p["src"], source_database=p["source_database"], jobs=p["jobs"], create=p["create"],
             clean=p["clean"], confirm=p["confirm"], no_owner=p["no_owner"], pg_bin_dir=p["pg_bin_dir"],
             verify_checksum=p["verify_checksum"], count_rows=p["count_rows"], load_settings=p["load_settings"],
-            version_table=p["version_table"], maintenance_db=p["maintenance_db"], check=module.check_mode,
+            version_table=p["version_table"], maintenance_db=p["maintenance_db"],
+            allow_other_server=p["allow_other_server"], check=module.check_mode,
         ))
 
     run_request(module, work, what="Restore", urls=(p["url"],),

@@ -71,7 +71,8 @@ def build_config(project: Project, conn: ConnInfo | None = None, output: io.Stri
     if not ini and not project.script_location:
         raise OperatorError("Neither 'config' nor 'script_location' was given.", "Pass the path of alembic.ini.")
     x_args = [f"{k}={v}" for k, v in project.x_arguments.items()]
-    cfg = Config(ini, output_buffer=output, stdout=output or io.StringIO(), cmd_opts=_CmdOpts(x_args) if x_args else None)
+    cmd_opts = _CmdOpts(x_args) if x_args else None
+    cfg = Config(ini, output_buffer=output, stdout=output or io.StringIO(), cmd_opts=cmd_opts)
     location = project.script_location or cfg.get_main_option("script_location")
     if not location:
         raise OperatorError(f"{ini} has no script_location.", "Set script_location in the ini or pass it.")
@@ -160,6 +161,13 @@ def _named(script, spec: str, heads: tuple[str, ...]) -> tuple[str, ...]:
 
 def _relative(script, spec: str, current: tuple[str, ...]) -> tuple[str, ...]:
     steps = int(spec[1:])
+    known = set(topological(script))
+    if any(r not in known for r in current):
+        raise OperatorError(
+            f"The database is at revision {', '.join(current)}, which this Alembic project does not know; "
+            f"'{spec}' cannot be counted from there.",
+            "Deploy the code that contains that revision, or check you point at the right database/project.",
+        )
     if len(current) > 1:
         raise OperatorError(
             f"The database is at several heads ({', '.join(current)}); relative '{spec}' is ambiguous.",

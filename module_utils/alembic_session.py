@@ -16,7 +16,7 @@ import zlib
 from contextlib import contextmanager
 
 from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import ConnInfo
+from ansible.module_utils.pg_connection import ConnInfo, explain_connect_error
 
 LOCK_NOT_AVAILABLE = "55P03"
 LOCK_TIMEOUT_TEXT = "canceling statement due to lock timeout"
@@ -33,8 +33,6 @@ def current_revisions(conn_info: ConnInfo, version_table: str) -> tuple[str, ...
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import create_engine, pool
     from sqlalchemy import exc as sa_exc
-
-    from ansible.module_utils.pg_connection import explain_connect_error
 
     engine = create_engine(conn_info.sync_sqlalchemy_url(), poolclass=pool.NullPool)
     schema, table = split_version_table(version_table)

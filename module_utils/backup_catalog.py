@@ -27,6 +27,27 @@ from ansible.module_utils.backup_manifest import (
 )
 from ansible.module_utils.operator_error import OperatorError
 
+PIN_SUFFIX = ".pin"
+# A pin older than this is a crashed run's leftover and no longer protects its backup.
+PIN_TTL_S = 6 * 3600
+# Backups with this label are copies of a state that was about to be replaced: never `latest`.
+PRE_RESTORE_LABEL = "pre_restore"
+
+
+@dataclass(frozen=True)
+class Server:
+    """Which server a backup came from: PostgreSQL's system identifier, else the host as reached."""
+
+    system_identifier: str | None
+    host: str | None
+
+    def took(self, manifest: dict[str, Any] | None) -> bool:
+        manifest = manifest or {}
+        theirs = manifest.get("system_identifier")
+        if theirs and self.system_identifier:
+            return str(theirs) == str(self.system_identifier)
+        return manifest.get("host") == self.host
+
 
 @dataclass
 class BackupEntry:
@@ -53,6 +74,19 @@ class BackupEntry:
     @property
     def verified(self) -> bool:
         return self.ours and bool(self.manifest.get("verified"))
+
+    @property
+    def pre_restore(self) -> bool:
+        return (self.manifest or {}).get("label") == PRE_RESTORE_LABEL
+
+    @property
+    def pinned(self) -> bool:
+        """A run is restoring from this backup right now (its pin is fresh): retention leaves it alone."""
+        pin = pin_path(self.path)
+        try:
+            return time.time() - pin.stat().st_mtime < PIN_TTL_S
+        except FileNotFoundError:
+            return False
 
     @property
     def manifest_path(self) -> Path:
@@ -85,7 +119,7 @@ def scan_backups(dest: str | Path) -> list[BackupEntry]:
     candidates: set[Path] = set()
     for item in root.iterdir():
         name = item.name
-        if name.startswith(".") or name.endswith(PARTIAL_SUFFIX) or name.endswith(".tmp"):
+        if name.startswith(".") or name.endswith((PARTIAL_SUFFIX, ".tmp", PIN_SUFFIX)):
             continue
         if name.endswith(MANIFEST_SUFFIX):
             candidates.add(item.with_name(name.removesuffix(MANIFEST_SUFFIX)))
@@ -95,31 +129,46 @@ def scan_backups(dest: str | Path) -> list[BackupEntry]:
     return sorted(entries, key=lambda e: (e.finished_at, e.path.name), reverse=True)
 
 
-def latest_verified(entries: list[BackupEntry], database: str) -> BackupEntry | None:
-    """The newest verified backup of ``database`` written by pg_backup (by manifest finished_at)."""
-    verified = [e for e in entries if e.database == database and e.verified]
+def latest_verified(entries: list[BackupEntry], database: str, *, server: Server | None = None,
+                    prefer_server: Server | None = None) -> BackupEntry | None:
+    """The newest verified backup of ``database`` written by pg_backup (by manifest finished_at).
+
+    Never a ``pre_restore`` copy (the state a restore replaced); only backups of ``server`` when given;
+    backups of ``prefer_server`` first when there are any.
+    """
+    verified = [e for e in entries if e.database == database and e.verified and not e.pre_restore
+                and (server is None or server.took(e.manifest))]
+    if prefer_server is not None:
+        verified = [e for e in verified if prefer_server.took(e.manifest)] or verified
     return max(verified, key=lambda e: (e.finished_at, e.path.name), default=None)
 
 
 def retention_victims(
-    entries: list[BackupEntry], database: str, keep: int, protect: tuple[str | Path, ...] = ()
+    entries: list[BackupEntry], database: str, keep: int, protect: tuple[str | Path, ...] = (),
+    server: Server | None = None,
 ) -> list[BackupEntry]:
-    """pg_backup's own backups of ``database`` beyond the newest ``keep``.
+    """pg_backup's own backups of ``database`` (on ``server``) beyond the newest ``keep``.
 
     Never the newest verified one, never one in ``protect`` (the backup a run restores from or may
-    roll back to), never a file pg_backup did not write (no manifest naming it).
+    roll back to), never one pinned by a restore in progress, never a file pg_backup did not write (no
+    manifest naming it), never another server's backup of a database of the same name.
     """
     if keep <= 0:
         return []
     mine = sorted(
-        (e for e in entries if e.database == database and e.ours), key=lambda e: (e.finished_at, e.path.name),
-        reverse=True,
+        (e for e in entries if e.database == database and e.ours and (server is None or server.took(e.manifest))),
+        key=lambda e: (e.finished_at, e.path.name), reverse=True,
     )
     newest_verified = latest_verified(mine, database)
     protected = {Path(p).expanduser().resolve() for p in protect if p}
     if newest_verified is not None:
         protected.add(newest_verified.path.resolve())
-    return [e for e in mine[keep:] if e.path.resolve() not in protected]
+    return [e for e in mine[keep:] if e.path.resolve() not in protected and not e.pinned]
+
+
+def pin_path(backup: str | Path) -> Path:
+    backup = Path(backup)
+    return backup.with_name(backup.name + PIN_SUFFIX)
 
 
 def _newest_mtime(path: Path) -> float:
@@ -188,6 +237,7 @@ def remove_path(path: str | Path) -> None:
 def remove_backup(entry: BackupEntry) -> list[str]:
     """Delete a backup and its manifest (manifest first: a backup never looks verified half-deleted)."""
     removed = []
+    pin_path(entry.path).unlink(missing_ok=True)
     if entry.manifest_path.exists():
         entry.manifest_path.unlink()
         removed.append(str(entry.manifest_path))

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import queue
+import re
 import subprocess
 import tempfile
 import threading
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.backup_catalog import (
+    Server,
     latest_verified,
     remove_backup,
     remove_path,
@@ -50,7 +52,7 @@ from ansible.module_utils.client_process import offline_env, run_tool, terminate
 from ansible.module_utils.db_errors import explained
 from ansible.module_utils.fast_gzip import GzipHashingSink, compress_data_files, describe
 from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_catalog import table_facts
+from ansible.module_utils.pg_catalog import server_identity, table_facts
 from ansible.module_utils.pg_client_tools import (
     ClientTools,
     Compression,
@@ -64,6 +66,7 @@ from ansible.module_utils.plain_dump import DUMP_COMPLETE_MARKER, verify_plain
 
 _CHUNK = 1 << 20
 _NOTHING_KEPT = "See pg_dump's error above; nothing was kept."
+_DUMPED_FROM = re.compile(rb"Dumped from database version:? (\S+)")
 
 
 @dataclass
@@ -95,6 +98,7 @@ class Dumped:
     sha256: str
     size: int
     dump_duration: float
+    head: bytes = b""  # the start of what pg_dump wrote (plain) or of the archive's listing
     verify_method: str = "none"
     files: dict[str, str] | None = None
     manifest_extra: dict[str, Any] = field(default_factory=dict)
@@ -128,24 +132,28 @@ def _database_facts(conn_info: ConnInfo, version_table: str) -> dict[str, Any]:
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_database_size(current_database())")
                 size = cur.fetchone()[0]
+            identity = server_identity(conn)
     finally:
         conn.close()
     return {"server_major": major, "server_version": full, "revisions": facts["alembic_revision"],
-            "database_size_bytes": size, "table_count": facts["tables"]}
+            "database_size_bytes": size, "table_count": facts["tables"], **identity}
 
 
 def _reusable(req: BackupRequest, dest: Path, facts: dict[str, Any]) -> tuple[Any, str | None]:
     """(the backup max_age lets us reuse, or None; why a candidate was refused, or None).
 
-    Only a verified backup of this server's database at its current revision, younger than max_age,
-    whose bytes still match its manifest (size and sha256), is reused.
+    Only a verified backup of this very database (same server, same database oid: not one a restore has
+    replaced since) at its current revision, younger than max_age, whose bytes still match its manifest
+    (size and sha256), is reused. A ``pre_restore`` copy never is.
     """
-    latest = latest_verified(scan_backups(dest), req.conn.dbname)
+    server = Server(facts["system_identifier"], req.conn.where)
+    latest = latest_verified(scan_backups(dest), req.conn.dbname, server=server)
     if latest is None:
         return None, None
     manifest = latest.manifest or {}
     current = ",".join(facts["revisions"]) or None
-    if manifest.get("alembic_revision") != current or manifest.get("host") != req.conn.where:
+    if (manifest.get("alembic_revision") != current or manifest.get("database_oid") != facts["database_oid"]
+            or manifest.get("server_version") != facts["server_version"]):
         return None, None
     if (utc_now() - latest.finished_at).total_seconds() >= req.max_age:
         return None, None
@@ -157,6 +165,21 @@ def _reusable(req: BackupRequest, dest: Path, facts: dict[str, Any]) -> tuple[An
 
 
 # --- the dump ------------------------------------------------------------------------------------
+
+
+# The longest name written beside a backup: its manifest's temporary file (".<name>.manifest.json.XXXXXXXX.tmp").
+_NAME_OVERHEAD = len(".manifest.json") + 1 + 9 + len(".tmp")
+
+
+def check_name_length(database: str, fmt: str, comp: Compression, label: str | None) -> None:
+    """Refuse, before dumping, a backup whose own or manifest's name the filesystem would refuse (255 bytes)."""
+    name = backup_name(database, utc_now(), fmt, comp.compresses, label)
+    if len(name.encode()) + _NAME_OVERHEAD > 255:
+        raise OperatorError(
+            f"The backup's file name would be {len(name.encode())} bytes; with its manifest's that is more than the "
+            "255 bytes a file name may have.",
+            "Use a shorter label (the database name is part of the file name).",
+        )
 
 
 def _unique_path(dest: Path, database: str, fmt: str, comp: Compression, label: str | None) -> Path:
@@ -205,14 +228,16 @@ def _stream_dump(cmd: list[str], env: dict[str, str], target: Path, gzip_level: 
                  secrets: list[str]) -> tuple[str, int, bytes]:
     """Run pg_dump writing to stdout; hash and write (optionally gzip) its output to ``target``.
 
-    Returns (sha256 and size of what was written, the last 4 KiB pg_dump produced)."""
-    tail = b""
+    Returns (sha256 and size of what was written, the first and the last 4 KiB pg_dump produced)."""
+    head = tail = b""
     with tempfile.TemporaryFile() as errors, open(target, "xb") as raw:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env)
         writer = GzipHashingSink(raw, gzip_level) if gzip_level else HashingWriter(raw)
         try:
             for chunk in _read_ahead(proc.stdout.fileno()):
                 writer.write(chunk)
+                if len(head) < 4096:
+                    head += chunk[:4096 - len(head)]
                 tail = (tail + chunk[-4096:])[-4096:]
             if gzip_level:
                 writer.close()
@@ -229,7 +254,7 @@ def _stream_dump(cmd: list[str], env: dict[str, str], target: Path, gzip_level: 
         stderr = errors.read().decode("utf-8", "replace")
     if rc != 0:
         raise tool_failure("pg_dump", rc, stderr, secrets, _NOTHING_KEPT)
-    return writer.hexdigest, writer.size, tail
+    return writer.hexdigest, writer.size, head, tail
 
 
 def _dump_directory(req: BackupRequest, client: ClientTools, comp: Compression, partial: Path) -> Dumped:
@@ -262,8 +287,8 @@ def _dump_stream(req: BackupRequest, client: ClientTools, comp: Compression, par
     else:
         cmd += ["-Fc" if req.format == "custom" else "-Ft", *pg_dump_compression_args(comp, client.major, req.format)]
     started = time.monotonic()
-    sha256, size, tail = _stream_dump(cmd, req.conn.libpq_env(), partial, level, req.conn.secrets)
-    dumped = Dumped(sha256, size, time.monotonic() - started, manifest_extra=extra)
+    sha256, size, head, tail = _stream_dump(cmd, req.conn.libpq_env(), partial, level, req.conn.secrets)
+    dumped = Dumped(sha256, size, time.monotonic() - started, head=head, manifest_extra=extra)
     if req.format == "plain" and req.verify and DUMP_COMPLETE_MARKER not in tail:
         raise OperatorError(
             f"Verification failed: pg_dump's output for {partial.name} does not end with its completion marker "
@@ -283,14 +308,14 @@ def _verify(req: BackupRequest, client: ClientTools, comp: Compression, partial:
             verify_plain(partial, comp.compresses)
             dumped.verify_method += " + full decode of the file"
         return
-    verify_archive(partial, req.format, client, read_all=req.verify_read)
+    dumped.head = verify_archive(partial, req.format, client, read_all=req.verify_read).encode()[:4096]
     dumped.verify_method = "pg_restore --list" + (" + full read" if req.verify_read else "") + (
         " + data files present" if req.format == "directory" else "")
 
 
-def verify_archive(path: Path, fmt: str, client: ClientTools, read_all: bool = False) -> int:
+def verify_archive(path: Path, fmt: str, client: ClientTools, read_all: bool = False) -> str:
     """``pg_restore --list`` (and, for a directory, every data file the TOC names is there); with
-    ``read_all`` also a full read to /dev/null. Returns the number of TABLE DATA entries."""
+    ``read_all`` also a full read to /dev/null. Returns the listing."""
     flag = {"custom": "-Fc", "tar": "-Ft", "directory": "-Fd"}[fmt]
     hint = "Take another backup; the archive is unreadable."
     listing = run_tool([client.path("pg_restore"), "--list", flag, str(path)], offline_env(), [], hint)
@@ -304,10 +329,25 @@ def verify_archive(path: Path, fmt: str, client: ClientTools, read_all: bool = F
                                 hint)
     if read_all:
         run_tool([client.path("pg_restore"), flag, "-f", os.devnull, str(path)], offline_env(), [], hint)
-    return len(data_ids)
+    return listing
 
 
-def _dump_and_verify(req: BackupRequest, client: ClientTools, comp: Compression, path: Path) -> Dumped:
+def check_dumped_from(dumped: Dumped, facts: dict[str, Any], name: str) -> None:
+    """pg_dump must have dumped the server we inspected: a URL that the driver and the tools read differently
+    (a service file, an environment variable) must not yield a verified backup of another server."""
+    found = _DUMPED_FROM.search(dumped.head)
+    if found and found.group(1).decode() != facts["server_version"]:
+        raise OperatorError(
+            f"Verification failed: pg_dump dumped a server at version {found.group(1).decode()} for {name}, but "
+            f"the database inspected before the dump is at version {facts['server_version']}: the URL reaches two "
+            "different servers. Nothing was kept.",
+            "Check the URL's host, port and service and the PG* environment variables, so the driver and the "
+            "client tools reach the same server.",
+        )
+
+
+def _dump_and_verify(req: BackupRequest, client: ClientTools, comp: Compression, path: Path,
+                     facts: dict[str, Any]) -> Dumped:
     """The dump written as ``<path>.partial``, verified, renamed to ``path``; the partial removed on any failure."""
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
     try:
@@ -315,6 +355,7 @@ def _dump_and_verify(req: BackupRequest, client: ClientTools, comp: Compression,
             dump = _dump_directory if req.format == "directory" else _dump_stream
             dumped = dump(req, client, comp, partial)
             _verify(req, client, comp, partial, dumped)
+            check_dumped_from(dumped, facts, path.name)
             os.replace(partial, path)
     except BaseException:
         remove_path(partial)
@@ -341,13 +382,16 @@ def _planned_manifest(req: BackupRequest, facts: dict[str, Any], client: ClientT
         "jobs": req.jobs if req.format == "directory" else 1,
         "database_size_bytes": facts["database_size_bytes"],
         "table_count": facts["table_count"],
+        "system_identifier": facts["system_identifier"],
+        "database_oid": facts["database_oid"],
     }
 
 
-def _retention(req: BackupRequest, dest: Path, path: Path) -> list[str]:
+def _retention(req: BackupRequest, dest: Path, path: Path, server: Server) -> list[str]:
     removed: list[str] = []
     if req.keep > 0:
-        for entry in retention_victims(scan_backups(dest), req.conn.dbname, req.keep, protect=(path, *req.protect)):
+        for entry in retention_victims(scan_backups(dest), req.conn.dbname, req.keep, protect=(path, *req.protect),
+                                       server=server):
             removed += remove_backup(entry)
     for leftover in stale_partials(dest, req.conn.dbname):
         remove_path(leftover)
@@ -358,6 +402,7 @@ def _retention(req: BackupRequest, dest: Path, path: Path) -> list[str]:
 def run_backup(req: BackupRequest) -> dict[str, Any]:
     started = time.monotonic()
     comp, label, dest = _validate(req)
+    check_name_length(req.conn.dbname, req.format, comp, label)
     facts = _database_facts(req.conn, req.version_table)
     refused = None
     if req.max_age > 0:
@@ -377,7 +422,7 @@ def run_backup(req: BackupRequest) -> dict[str, Any]:
     dest.mkdir(parents=True, exist_ok=True)
     path = _unique_path(dest, req.conn.dbname, req.format, comp, label)
     started_at = utc_now()
-    dumped = _dump_and_verify(req, client, comp, path)
+    dumped = _dump_and_verify(req, client, comp, path, facts)
     manifest.update(dumped.manifest_extra)
     manifest.update({
         "path": path.name, "size_bytes": dumped.size, "sha256": dumped.sha256, "started_at": iso(started_at),
@@ -387,9 +432,13 @@ def run_backup(req: BackupRequest) -> dict[str, Any]:
     })
     if dumped.files is not None:
         manifest["files"] = dumped.files
-    write_manifest(path, manifest)
+    try:
+        write_manifest(path, manifest)
+    except BaseException:
+        remove_path(path)  # without its manifest a backup must not look finished
+        raise
     manifest["format_version"] = 1
-    removed = _retention(req, dest, path)
+    removed = _retention(req, dest, path, Server(facts["system_identifier"], req.conn.where))
     return _result(path, manifest, changed=True, reused=False, removed=removed, duration=time.monotonic() - started,
                    refused=refused)
 

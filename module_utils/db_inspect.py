@@ -66,12 +66,17 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
+# Every literal a query text can carry a secret in: $tag$...$tag$, E'...' (backslash escapes), U&'...', '...'.
+_LITERAL = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*|)\$.*?\$\1\$|[Ee]'(?:[^'\\]|\\.|'')*'?|(?:[Uu]&)?'(?:[^']|'')*'?",
+                      re.S)
+
+
 def mask_sql_secrets(text: str | None) -> str | None:
-    """Query text from pg_stat_activity / pg_stat_statements with literal passwords masked."""
+    """Query text from pg_stat_activity / pg_stat_statements with every literal masked: a password (or any
+    secret) written as a string in someone's statement never reaches a report."""
     if text is None:
         return None
-    text = re.sub(r"(?i)(password\s+)'(?:[^']|'')*'", r"\1'********'", text)
-    return text[:QUERY_TEXT_LIMIT]
+    return _LITERAL.sub("'********'", text)[:QUERY_TEXT_LIMIT]
 
 
 def split_statements(query: str) -> list[str]:

@@ -35,7 +35,7 @@ def maintenance_window(window: dict[str, Any] | None, now: datetime | str | None
     """
     moment = _utc(now)
     if not window:
-        return {"open": True, "now": moment.strftime("%a %H:%M").lower(), "describe": "any time"}
+        return {"open": True, "now": moment.strftime("%a %H:%M").lower(), "describe": "any time", "closes_at": None}
     start = _minutes(window.get("start", "00:00"), "start")
     end = _minutes(window.get("end", "24:00"), "end")
     days = [str(d).lower()[:3] for d in (window.get("days") or DAYS)]
@@ -44,14 +44,20 @@ def maintenance_window(window: dict[str, Any] | None, now: datetime | str | None
         raise ValueError(f"maintenance window days {unknown} are not mon..sun")
     minute = moment.hour * 60 + moment.minute
     today, yesterday = DAYS[moment.weekday()], DAYS[(moment - timedelta(days=1)).weekday()]
+    midnight = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    closes_at = None
     if start < end:
         inside = today in days and start <= minute < end
-    else:  # spans midnight (or the whole day when start == end)
-        inside = (today in days and minute >= start) or (yesterday in days and minute < end)
+        closes_at = midnight + timedelta(minutes=end)
+    elif today in days and minute >= start:  # spans midnight (or the whole day when start == end)
+        inside, closes_at = True, midnight + timedelta(days=1, minutes=end)
+    else:
+        inside, closes_at = yesterday in days and minute < end, midnight + timedelta(minutes=end)
     describe = f"{','.join(days)} {window.get('start', '00:00')}-{window.get('end', '24:00')} UTC"
     if start >= end:
         describe += " (ends the next day)"
-    return {"open": inside, "now": f"{today} {moment:%H:%M}", "describe": describe}
+    return {"open": inside, "now": f"{today} {moment:%H:%M}", "describe": describe,
+            "closes_at": closes_at.strftime("%Y-%m-%dT%H:%M:%SZ") if inside else None}
 
 
 def _utc(now: datetime | str | None) -> datetime:

@@ -97,3 +97,18 @@ def table_facts(conn, version_table: str, *, counts: bool) -> dict:
                     "row_counts": count_rows(cur, tables) if counts else {}}
         finally:
             cur.execute("ROLLBACK")
+
+
+def server_identity(conn) -> dict:
+    """Which server and which database this is: PostgreSQL's system identifier (null where the role may not
+    read it) and the database's oid (a restore with clean makes a new database, with a new oid)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT oid FROM pg_database WHERE datname = current_database()")
+        oid = cur.fetchone()[0]
+        try:
+            cur.execute("SELECT system_identifier::text FROM pg_control_system()")
+            system_identifier = cur.fetchone()[0]
+        except Exception:  # noqa: BLE001 - a managed service may hide it; the host then stands in
+            conn.rollback()
+            system_identifier = None
+    return {"system_identifier": system_identifier, "database_oid": int(oid)}

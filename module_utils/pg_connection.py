@@ -30,21 +30,46 @@ _ENCODE_HINT = (
     "Python: urllib.parse.quote(password, safe=''))."
 )
 
-# libpq URL query parameters that have an environment-variable twin.
+# libpq URL query parameters, with the environment variable that carries each to the client tools
+# (pg_dump, pg_restore, psql get the connection only through their environment).
 _PARAM_ENV = {
     "host": "PGHOST",
     "hostaddr": "PGHOSTADDR",
     "port": "PGPORT",
     "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+    "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME",
+    "client_encoding": "PGCLIENTENCODING",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
     "sslmode": "PGSSLMODE",
+    "sslnegotiation": "PGSSLNEGOTIATION",
     "sslrootcert": "PGSSLROOTCERT",
     "sslcert": "PGSSLCERT",
     "sslkey": "PGSSLKEY",
-    "connect_timeout": "PGCONNECT_TIMEOUT",
-    "options": "PGOPTIONS",
+    "sslcrl": "PGSSLCRL",
+    "sslcrldir": "PGSSLCRLDIR",
+    "sslsni": "PGSSLSNI",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "requirepeer": "PGREQUIREPEER",
+    "require_auth": "PGREQUIREAUTH",
+    "channel_binding": "PGCHANNELBINDING",
+    "gssencmode": "PGGSSENCMODE",
+    "gsslib": "PGGSSLIB",
+    "krbsrvname": "PGKRBSRVNAME",
     "target_session_attrs": "PGTARGETSESSIONATTRS",
-    "passfile": "PGPASSFILE",
-    "password": "PGPASSWORD",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+    "keepalives": None, "keepalives_idle": None, "keepalives_interval": None, "keepalives_count": None,
+    "tcp_user_timeout": None,
+}
+# Parameters that would reach psycopg2 but cannot reach the client tools without a command line.
+_REFUSED_PARAMS = {
+    "sslpassword": "it has no environment variable, so pg_dump could only get it on its command line, where `ps` "
+                   "shows it; use a key without a passphrase (PGSSLKEY) or a service file",
 }
 
 
@@ -112,6 +137,7 @@ class ConnInfo:
             params[unquote(key)] = unquote(value)
         dbname = unquote(path) or params.pop("dbname", "")
         params.pop("dbname", None)
+        _check_params(params)
         if not dbname:
             masked = _masked_text(base, driver, user, password, host, port, "", params)
             raise OperatorError(
@@ -127,9 +153,14 @@ class ConnInfo:
 
     @property
     def where(self) -> str:
-        """Where the server is, for messages: ``host:port`` or the socket directory."""
-        host = self.params.get("host") or self.host or "local socket"
-        return f"{host}:{self.port}" if self.port else host
+        """Where the server is, as libpq reaches it (query parameters win, as in libpq): ``host:port``, the
+        socket directory, or the service."""
+        host = self.params.get("host") or self.params.get("hostaddr") or self.host
+        port = self.params.get("port") or self.port
+        if not host and self.params.get("service"):
+            return f"service {self.params['service']}"
+        host = host or "local socket"
+        return f"{host}:{port}" if port else host
 
     @property
     def masked(self) -> str:
@@ -144,7 +175,8 @@ class ConnInfo:
     def secrets(self) -> list[str]:
         """Strings that must never appear in output: the password (URL or parameter) and its encodings,
         and a ``PGPASSWORD`` from the environment that stands in for a missing one."""
-        found = {s for s in (self.password, self.params.get("password"), os.environ.get("PGPASSWORD")) if s}
+        found = {s for s in (self.password, os.environ.get("PGPASSWORD")) if s}
+        found |= {v for k, v in self.params.items() if "password" in k and v}
         out: set[str] = set()
         for secret in found:
             out |= {secret, quote(secret, safe=""), quote(secret)}
@@ -188,7 +220,7 @@ class ConnInfo:
         env["PGDATABASE"] = self.dbname
         env.setdefault("PGAPPNAME", APPLICATION_NAME)
         for key, value in self.params.items():
-            if key in _PARAM_ENV:
+            if _PARAM_ENV.get(key):
                 env[_PARAM_ENV[key]] = value
         return env
 
@@ -203,6 +235,17 @@ class ConnInfo:
             raise explain_connect_error(str(exc), self) from None
         conn.autocommit = autocommit
         return conn
+
+
+def _check_params(params: dict[str, str]) -> None:
+    for key in params:
+        if key in _REFUSED_PARAMS:
+            raise _bad_url(f"sets '{key}', which this tool cannot pass safely: {_REFUSED_PARAMS[key]}.",
+                           f"Remove {key} from the URL.")
+        if key not in _PARAM_ENV:
+            known = ", ".join(sorted(k for k in _PARAM_ENV if _PARAM_ENV[k]))
+            raise _bad_url(f"has the parameter '{key[:40]}', which libpq does not know or this tool cannot pass to "
+                           "the client tools.", f"Use libpq's parameters: {known}.")
 
 
 def _split_at_first(text: str, chars: str) -> tuple[str, str, str]:
@@ -249,7 +292,7 @@ def _url_text(scheme: str, user: str | None, password: str | None, host: str | N
 
 
 def _masked_text(base: str, driver: str | None, user, password, host, port, dbname, params) -> str:
-    shown = {k: (MASK if k == "password" else v) for k, v in params.items()}
+    shown = {k: (MASK if "password" in k else v) for k, v in params.items()}
     scheme = f"{base}+{driver}" if driver else base
     return _url_text(scheme, user, password, host, port, dbname, shown, password_text=MASK)
 

@@ -10,14 +10,16 @@ revision and the row counts.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ansible.module_utils.backup_catalog import latest_verified, scan_backups
+from ansible.module_utils.backup_catalog import Server, latest_verified, scan_backups
 from ansible.module_utils.backup_manifest import (
     PARTIAL_SUFFIX,
     format_of,
@@ -30,7 +32,13 @@ from ansible.module_utils.client_process import run_tool, terminate_as_exception
 from ansible.module_utils.db_errors import explained
 from ansible.module_utils.fast_gzip import open_read
 from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_catalog import table_facts, user_tables, version_table_oid
+from ansible.module_utils.pg_catalog import (
+    read_revisions,
+    server_identity,
+    table_facts,
+    user_tables,
+    version_table_oid,
+)
 from ansible.module_utils.pg_client_tools import ClientTools, find_client_tools, parse_client_version
 from ansible.module_utils.pg_connection import ConnInfo, server_version
 from ansible.module_utils.plain_dump import filtered_chunks
@@ -58,6 +66,7 @@ class RestoreRequest:
     load_settings: bool = True
     version_table: str = "alembic_version"
     maintenance_db: str = "postgres"
+    allow_other_server: bool = False
     check: bool = False
     conn: ConnInfo = field(init=False, repr=False)
 
@@ -89,8 +98,9 @@ def conninfo_dbname(name: str) -> str:
 # --- 1. the backup: resolved and checked, nothing touched yet -----------------------------------
 
 
-def resolve_src(src: str, source_database: str) -> Path:
-    """A backup path as given, or the latest verified backup of ``source_database`` in a directory."""
+def resolve_src(src: str, source_database: str, prefer_server: Server | None = None) -> Path:
+    """A backup path as given, or the latest verified backup of ``source_database`` in a directory (one of
+    ``prefer_server`` when it has any; never a ``pre_restore`` copy)."""
     path = Path(src).expanduser().absolute()
     if path.name.endswith(PARTIAL_SUFFIX):
         raise OperatorError(f"{path} is an unfinished backup (.partial).", "Restore a finished backup.")
@@ -101,7 +111,7 @@ def resolve_src(src: str, source_database: str) -> Path:
     if (path / "toc.dat").is_file() or manifest_path_for(path).is_file():
         return path  # a directory-format backup
     entries = scan_backups(path)
-    latest = latest_verified(entries, source_database)
+    latest = latest_verified(entries, source_database, prefer_server=prefer_server)
     if latest is None:
         others = sorted({e.database for e in entries if e.verified})
         found = f"verified backups of: {', '.join(others)}" if others else "no verified backups at all"
@@ -113,8 +123,8 @@ def resolve_src(src: str, source_database: str) -> Path:
     return latest.path
 
 
-def checked_backup(req: RestoreRequest) -> Backup:
-    path = resolve_src(req.src, req.source_database or req.conn.dbname)
+def checked_backup(req: RestoreRequest, server: Server | None = None) -> Backup:
+    path = resolve_src(req.src, req.source_database or req.conn.dbname, prefer_server=server)
     has_manifest = manifest_path_for(path).is_file() or req.verify_checksum
     manifest = read_manifest(path) if has_manifest else None
     sha256 = (manifest or {}).get("sha256")
@@ -137,7 +147,12 @@ def checked_backup(req: RestoreRequest) -> Backup:
 
 
 def _database_state(req: RestoreRequest) -> dict[str, Any]:
-    """Server version; whether the target exists, its comment and number of user tables."""
+    """Server version and identity; whether the target exists, its comment, revision and number of tables."""
+    with explained(f"Reading the target database '{req.conn.dbname}'"):
+        return _read_state(req)
+
+
+def _read_state(req: RestoreRequest) -> dict[str, Any]:
     conn = req.conn.with_database(req.maintenance_db).connect()
     try:
         major, full = server_version(conn)
@@ -145,15 +160,18 @@ def _database_state(req: RestoreRequest) -> dict[str, Any]:
             cur.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
                         (req.conn.dbname,))
             row = cur.fetchone()
+        system_identifier = server_identity(conn)["system_identifier"]
     finally:
         conn.close()
     state = {"server_major": major, "server_version": full, "exists": row is not None,
-             "comment": row[0] if row else None, "tables": 0}
+             "comment": row[0] if row else None, "tables": 0, "system_identifier": system_identifier}
     if row is not None:
         conn = req.conn.connect()
         try:
             with conn.cursor() as cur:
-                state["tables"] = len(user_tables(cur, version_table_oid(cur, req.version_table)))
+                oid = version_table_oid(cur, req.version_table)
+                state["tables"] = len(user_tables(cur, oid))
+                state["revisions"] = read_revisions(cur, req.version_table, oid)
         finally:
             conn.close()
     return state
@@ -164,7 +182,8 @@ def _probe_state(req: RestoreRequest) -> dict[str, Any]:
     try:
         return _database_state(req)
     except OperatorError:
-        return {"exists": False, "tables": 0, "comment": None, "server_major": None, "server_version": None}
+        return {"exists": False, "tables": 0, "comment": None, "server_major": None, "server_version": None,
+                "system_identifier": None}
 
 
 def _client_for(req: RestoreRequest, state: dict[str, Any], backup: Backup) -> ClientTools | None:
@@ -204,6 +223,15 @@ def _refusals(req: RestoreRequest, backup: Backup, state: dict[str, Any]) -> Non
             f"(restore.yml: -e restore_source_database={backup.database}); otherwise pick a backup of '{database}'.",
             backup_database=backup.database,
         )
+    if non_empty and not req.allow_other_server and not _same_server(backup, state, req):
+        taken_on = (backup.manifest or {}).get("host") or "another server"
+        raise OperatorError(
+            f"Backup {backup.path.name} was taken on another server ({taken_on}, system identifier "
+            f"{(backup.manifest or {}).get('system_identifier')}) than the target's ({req.conn.where}, "
+            f"{state.get('system_identifier')}), and the target '{database}' has data.",
+            "If restoring that server's data here is meant (recovery onto a new server), set allow_other_server: "
+            "true (restore.yml: -e restore_allow_other_server=true); otherwise pick a backup of this server.",
+        )
     if non_empty and not req.clean and backup.fmt == "plain":
         raise OperatorError(
             f"A plain SQL backup cannot be loaded over the existing tables of '{database}'.",
@@ -212,6 +240,42 @@ def _refusals(req: RestoreRequest, backup: Backup, state: dict[str, Any]) -> Non
     if not exists and not req.create:
         raise OperatorError(f"Database '{database}' does not exist and create is false.",
                             "Set create: true, or create the database first.")
+
+
+def _same_server(backup: Backup, state: dict[str, Any], req: RestoreRequest) -> bool:
+    if not backup.manifest:
+        return True  # an unchecked backup (verify_checksum: false) carries no identity to compare
+    return Server(state.get("system_identifier"), req.conn.where).took(backup.manifest)
+
+
+def _already_restored(req: RestoreRequest, backup: Backup, state: dict[str, Any]) -> bool:
+    """Marked as restored from this backup, and still what it restored: same revision and number of tables."""
+    if not state.get("exists") or state.get("comment") != backup.marker or req.clean:
+        return False
+    manifest = backup.manifest or {}
+    same_revision = ",".join(state.get("revisions") or []) == (manifest.get("alembic_revision") or "")
+    same_tables = manifest.get("table_count") is None or manifest.get("table_count") == state.get("tables")
+    return same_revision and same_tables
+
+
+@contextlib.contextmanager
+def _restore_lock(req: RestoreRequest):
+    """One restore of a database at a time (the lock lives in the maintenance database, which survives the
+    target being dropped and created again)."""
+    key = zlib.crc32(f"release-migrations:restore:{req.conn.dbname}".encode()) | (0x5EED << 32)
+    conn = req.conn.with_database(req.maintenance_db).connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+            if not cur.fetchone()[0]:
+                raise OperatorError(
+                    f"Another restore of database '{req.conn.dbname}' is running. Nothing was changed.",
+                    "Wait for it to finish (pg_stat_activity shows it), then check the database before rerunning.",
+                )
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 def _drop_and_create(req: RestoreRequest, drop: bool) -> None:
@@ -322,8 +386,8 @@ def run_restore(req: RestoreRequest) -> dict[str, Any]:
     database = req.conn.dbname
     if database in ("template0", "template1") or (req.clean and database == req.maintenance_db):
         raise OperatorError(f"Refusing to restore into '{database}'.", "Name another target database in url.")
-    backup = checked_backup(req)
     state = _probe_state(req) if req.check else _database_state(req)
+    backup = checked_backup(req, Server(state.get("system_identifier"), req.conn.where))
     base = {"src": str(backup.path), "manifest": backup.manifest, "database": database, "format": backup.fmt,
             "sha256": backup.sha256, "server_version": state.get("server_version"),
             "backup_database": backup.database}
@@ -331,7 +395,7 @@ def run_restore(req: RestoreRequest) -> dict[str, Any]:
     if backup.database and backup.database != database:
         warnings.append(f"Backup {backup.path.name} holds database '{backup.database}'; it is restored into "
                         f"'{database}'.")
-    if state.get("exists") and state.get("comment") == backup.marker and not req.clean:
+    if _already_restored(req, backup, state):
         return {**base, **_after_facts(req), "changed": False, "created": False, "cleaned": False,
                 "duration_s": round(time.monotonic() - started, 3), "restore_duration_s": 0.0,
                 "msg": f"Database {database} was already restored from {backup.path.name}; nothing to do"}
@@ -340,7 +404,7 @@ def run_restore(req: RestoreRequest) -> dict[str, Any]:
         return _planned(req, backup, state, client, base, started, warnings)
     _refusals(req, backup, state)
     assert client is not None  # state came from a real connection
-    with explained(f"Restoring {backup.path.name} into '{database}'"):
+    with explained(f"Restoring {backup.path.name} into '{database}'"), _restore_lock(req):
         created, cleaned, duration = _replace_database(req, backup, state, client)
         warning = _set_marker(req.conn, backup.marker)
     facts = _after_facts(req)

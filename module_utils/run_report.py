@@ -238,7 +238,10 @@ def _drill(r: dict[str, Any]) -> list[str]:
         state = "ok" if s.get("ok") else ("not applicable: " + s["not_applicable"] if s.get("not_applicable")
                                           else "**FAILED**: " + str(s.get("error")))
         lines.append(f"- Smoke `{s.get('query')}` → {s.get('result')} ({state})")
-    lines.append(f"- Scratch database dropped: {'yes' if d.get('scratch_dropped') else 'NO'}")
+    if d.get("scratch_created") is False:
+        lines.append("- Scratch database: not created")
+    else:
+        lines.append(f"- Scratch database dropped: {'yes' if d.get('scratch_dropped') else 'NO'}")
     return lines + [""]
 
 

@@ -17,11 +17,19 @@ def database_exists(conn_info: ConnInfo, maintenance_db: str = "postgres") -> bo
 
 
 def ensure_database(conn_info: ConnInfo, present: bool, *, maintenance_db: str = "postgres",
-                    check: bool = False) -> bool:
-    """Make the connection's database exist (or not). Returns whether anything changed (or would)."""
+                    check: bool = False, fresh: bool = False, protect: tuple[str, ...] = ()) -> bool:
+    """Make the connection's database exist (or not). Returns whether anything changed (or would).
+
+    ``fresh``: the database must not exist yet (a scratch database is never one that was there before).
+    ``protect``: names never dropped (the live database, whatever a scratch-name variable says).
+    """
     from psycopg2 import errors, sql
 
     name = conn_info.dbname
+    if not present and name in protect:
+        raise OperatorError(f"Refusing to drop database '{name}': it is protected (the run's own database).",
+                            "A scratch database name must never be the live database's; fix the variable that "
+                            "names it.")
     if name == maintenance_db:
         raise OperatorError(
             f"Refusing to create or drop the maintenance database '{name}'.",
@@ -36,6 +44,11 @@ def ensure_database(conn_info: ConnInfo, present: bool, *, maintenance_db: str =
             "Use a shorter name (scratch names: module_utils/pg_connection.scratch_name).",
         )
     exists = database_exists(conn_info, maintenance_db)
+    if present and fresh and exists:
+        raise OperatorError(
+            f"Database '{name}' already exists, and a scratch database must be new. Nothing was changed.",
+            "Drop it if it is a leftover of an earlier run, or choose another scratch name.",
+        )
     if exists == present:
         return False
     if check:

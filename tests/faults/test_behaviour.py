@@ -13,14 +13,9 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from ansible.module_utils.alembic_runner import (
-    MigrationRequest,
-    advisory_lock_key,
-    build_config,
-    resolve_target,
-    run,
-    script_directory,
-)
+from ansible.module_utils.alembic_plan import Project, build_config, resolve_target, script_directory
+from ansible.module_utils.alembic_runner import MigrationRequest, run
+from ansible.module_utils.alembic_session import advisory_lock_key
 from ansible.module_utils.backup_runner import BackupRequest, run_backup
 from ansible.module_utils.operator_error import OperatorError
 from ansible.module_utils.pg_connection import ConnInfo
@@ -94,7 +89,7 @@ def test_an_ambiguous_revision_prefix_is_called_ambiguous_and_lists_the_matches(
         "abcd00000001_one.py": branch_revision("abcd00000001", HEAD, "one"),
         "abcd00000002_two.py": branch_revision("abcd00000002", "abcd00000001", "two"),
     })
-    script = script_directory(build_config(MigrationRequest(url="postgresql://x@h/db", config=str(ini))))
+    script = script_directory(build_config(Project(config=str(ini))))
     with pytest.raises(OperatorError) as err:
         resolve_target(script, "abcd", ())
     assert "ambiguous" in err.value.message and "abcd00000001" in err.value.message
@@ -164,3 +159,22 @@ def test_a_run_queued_behind_another_that_did_the_work_reports_up_to_date(chain_
     report = json.loads(next(Path(workdir / "reports").rglob("report.json")).read_text())
     assert report["outcome"] == "up-to-date" and report["applied"] == []
     assert revision_of(url) == [HEAD]
+
+
+def test_a_database_at_a_revision_the_chain_does_not_know_is_named_for_relative_targets(tmp_path):
+    from ansible.module_utils.alembic_plan import Project, build_config, resolve_target, script_directory
+
+    script = script_directory(build_config(Project(config=str(ROOT / "alembic.ini"))))
+    with pytest.raises(OperatorError) as err:
+        resolve_target(script, "-1", ("deadbeef0000",))
+    assert "does not know" in err.value.message and "deadbeef0000" in err.value.message
+
+
+@pytest.mark.playbook
+def test_an_unwritable_reports_directory_says_no_report_was_written(chain_db, workdir):
+    url = chain_db(users=1)
+    result = run_playbook("playbooks/backup.yml", env={"DATABASE_URL": url},
+                          extra_vars={"rm_backup_dir": str(workdir / "b"), "rm_reports_root": "/proc/no-reports-here"})
+    assert result.rc == 2
+    assert "No report could be written" in result.output and "Report: /proc/no-reports-here" not in result.output
+    assert not (workdir / "b").exists()

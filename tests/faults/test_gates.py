@@ -99,3 +99,56 @@ def test_a_preview_with_sql_postgresql_cannot_run_stops_before_the_backup(chain_
     report = reports(workdir / "reports")[-1]
     assert report["outcome"] == "failed" and report["rollback"] is None
     assert [f for f in report["lint_findings"] if f["severity"] == "error"]
+
+
+def test_a_run_whose_database_moved_while_it_waited_applies_nothing(chain_db, workdir):
+    """A rollback planned at head waits for the lock while another run goes down further: never back up."""
+    import threading
+    import time
+
+    import psycopg2
+    from ansible.module_utils.alembic_runner import MigrationRequest, run
+    from ansible.module_utils.alembic_session import advisory_lock_key
+
+    url = chain_db(users=3)
+    holder = psycopg2.connect(url)
+    holder.autocommit = True
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (advisory_lock_key("alembic_version"),))
+    outcome: list = []
+    queued = threading.Thread(target=lambda: outcome.append(run_playbook(
+        "playbooks/rollback.yml", env={"DATABASE_URL": url},
+        extra_vars=local_vars(workdir, rollback_to="8f1a2b3c4d5e", apply_advisory_lock_wait=120))))
+    queued.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not list((workdir / "backups").glob("*.manifest.json")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        run(MigrationRequest(url=url, config=str(ROOT / "alembic.ini"), revision="5e4a7c9d1f65",
+                             allow_downgrade=True, advisory_lock=False))  # the other run, further down
+    finally:
+        holder.close()
+    queued.join(timeout=300)
+    assert outcome and outcome[0].rc == 2
+    assert "The database moved while this run waited" in outcome[0].output
+    assert revision_of(url) == ["5e4a7c9d1f65"]  # not taken up to 8f1a2b3c4d5e
+
+
+def test_no_revision_starts_after_the_maintenance_window_closed(chain_db):
+    from ansible.module_utils.alembic_runner import MigrationRequest, run
+    from ansible.module_utils.operator_error import OperatorError
+
+    url = chain_db(revision="8f1a2b3c4d5e", users=2)
+    past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with pytest.raises(OperatorError, match="end of the maintenance window"):
+        run(MigrationRequest(url=url, config=str(ROOT / "alembic.ini"), not_after=past))
+    assert revision_of(url) == ["8f1a2b3c4d5e"]
+
+
+def test_rollback_steps_zero_is_refused_not_taken_as_one(chain_db, workdir):
+    url = chain_db(users=2)
+    result = run_playbook("playbooks/rollback.yml", env={"DATABASE_URL": url},
+                          extra_vars=local_vars(workdir, rollback_steps=0))
+    assert result.rc == 2 and "at least 1" in result.output
+    assert revision_of(url) == [HEAD]

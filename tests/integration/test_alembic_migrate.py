@@ -77,7 +77,7 @@ def test_unknown_revision_names_the_heads(new_database):
 
 
 def test_a_second_concurrent_run_is_refused_naming_the_holder(new_database):
-    from ansible.module_utils.alembic_runner import advisory_lock_key
+    from ansible.module_utils.alembic_session import advisory_lock_key
 
     url = new_database()
     holder = psycopg2.connect(url)

@@ -127,7 +127,7 @@ def test_production_refuses_a_revision_staging_has_not_run_then_accepts_it(pg_se
 
 def test_a_run_blocked_by_another_operator_fails_without_rolling_back_their_work(new_database, workdir):
     import psycopg2
-    from ansible.module_utils.alembic_runner import advisory_lock_key
+    from ansible.module_utils.alembic_session import advisory_lock_key
 
     url = new_database("busy")
     holder = psycopg2.connect(url)  # "another operator" mid-migration: holds the migration lock

@@ -125,3 +125,25 @@ def test_stale_partials_are_old_partials_of_that_database_only(tmp_path):
         os.utime(p, (two_hours_ago, two_hours_ago))  # fresh's file inside is still new
     assert stale_partials(tmp_path, "app") == [old]
     assert stale_partials(tmp_path, "app", now=time.time() + 7200) == sorted([old, fresh])
+
+
+def test_latest_is_never_a_pre_restore_copy_and_prefers_the_targets_server(tmp_path):
+    from ansible.module_utils.backup_catalog import Server
+
+    ours = make_backup(tmp_path, "app", T0)
+    copy = make_backup(tmp_path, "app", T0 + timedelta(hours=1))
+    data = read_manifest(copy)
+    data["label"] = "pre_restore"
+    write_manifest(copy, data)
+    theirs = make_backup(tmp_path, "app", T0 + timedelta(hours=2))
+    data = read_manifest(theirs)
+    data["system_identifier"] = "222"
+    write_manifest(theirs, data)
+    data = read_manifest(ours)
+    data["system_identifier"] = "111"
+    write_manifest(ours, data)
+    entries = scan_backups(tmp_path)
+    assert latest_verified(entries, "app").path == theirs
+    assert latest_verified(entries, "app", prefer_server=Server("111", None)).path == ours
+    assert latest_verified(entries, "app", server=Server("333", None)) is None
+    assert retention_victims(entries, "app", keep=1, server=Server("111", None)) == []

@@ -209,8 +209,13 @@ def test_json_value_keeps_json_scalars_and_stringifies_the_rest():
     assert json_value(["a"]) == "['a']"
 
 
-def test_mask_sql_secrets_hides_literal_passwords_and_truncates():
+def test_mask_sql_secrets_hides_every_literal_and_truncates():
     assert mask_sql_secrets("ALTER ROLE app PASSWORD 'S3cr3t'") == "ALTER ROLE app PASSWORD '********'"
+    for secret in ("E'Rot8ed\\'S3cret'", "U&'Rot8edS3cret'", "$p$Rot8edS3cret$p$", "$$Rot8edS3cret$$",
+                   "'it''s Rot8edS3cret'"):
+        masked = mask_sql_secrets(f"alter role r password {secret}; select 1 where a = 'b'")
+        assert "Rot8ed" not in masked and "S3cret" not in masked and masked.endswith("where a = '********'")
+    assert mask_sql_secrets("select * from users where id = $1") == "select * from users where id = $1"
     assert mask_sql_secrets(None) is None
     assert len(mask_sql_secrets("x" * 2000)) == 500
 

@@ -158,3 +158,19 @@ def test_a_malformed_url_is_explained_without_its_password(pg_server):
     with pytest.raises(OperatorError) as caught:
         ConnInfo.parse(bad).connect()
     assert "MalformedSecret" not in str(caught.value)
+
+
+def test_every_libpq_parameter_reaches_the_client_tools_or_the_url_is_refused():
+    env = ConnInfo.parse("postgresql:///d?service=prod&channel_binding=require&sslcrl=/c").libpq_env(base={})
+    assert (env["PGSERVICE"], env["PGCHANNELBINDING"], env["PGSSLCRL"]) == ("prod", "require", "/c")
+    with pytest.raises(OperatorError, match="does not know"):
+        ConnInfo.parse("postgresql://h/d?sslmod=require")
+    with pytest.raises(OperatorError, match="sslpassword") as err:
+        ConnInfo.parse("postgresql://h/d?sslpassword=SECRETXq1")
+    assert "SECRETXq1" not in str(err.value)
+
+
+def test_where_is_where_libpq_connects_query_parameters_winning():
+    assert ConnInfo.parse("postgresql://u@127.0.0.1:5432/d?port=5433").where == "127.0.0.1:5433"
+    assert ConnInfo.parse("postgresql://u@/d?host=127.0.0.1&port=5433").where == "127.0.0.1:5433"
+    assert ConnInfo.parse("postgresql:///d?service=prod").where == "service prod"

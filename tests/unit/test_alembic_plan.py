@@ -1,15 +1,9 @@
-"""Planning over the real release_manager revision graph (no database needed)."""
+"""Planning over the real release_manager revision graph (module_utils/alembic_plan.py; no database needed)."""
 
 from __future__ import annotations
 
 import pytest
-from ansible.module_utils.alembic_runner import (
-    MigrationRequest,
-    build_config,
-    plan_for,
-    resolve_target,
-    script_directory,
-)
+from ansible.module_utils.alembic_plan import Project, build_config, plan_for, resolve_target, script_directory
 from ansible.module_utils.operator_error import OperatorError
 from support import ROOT
 
@@ -18,7 +12,7 @@ CHAIN = ["1a0c3e5f7b21", "2b1d4f6a8c32", "3c2e5a7b9d43", "4d3f6b8c0e54", "5e4a7c
 
 @pytest.fixture(scope="module")
 def script():
-    return script_directory(build_config(MigrationRequest(url="postgresql://x@h/db", config=str(ROOT / "alembic.ini"))))
+    return script_directory(build_config(Project(config=str(ROOT / "alembic.ini"))))
 
 
 def test_from_base_to_head_runs_the_whole_chain_in_order(script):
@@ -54,7 +48,7 @@ def test_a_database_revision_unknown_to_the_project_is_explained(script):
 
 def test_missing_ini_is_explained():
     with pytest.raises(OperatorError, match="does not exist"):
-        build_config(MigrationRequest(url="postgresql://x@h/db", config="/nonexistent/alembic.ini"))
+        build_config(Project(config="/nonexistent/alembic.ini"))
 
 
 def test_a_blank_revision_means_head(script):
