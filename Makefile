@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+TEST_STAMP := $(VENV)/.test-installed-$(shell cksum requirements-test.txt | cut -d' ' -f1)
+# Two workers: this runner has two cores (each test uses its own databases and directories).
+PYTEST_WORKERS ?= 2
 
 .PHONY: demo test test-db lint bench db db-stop clean
 
@@ -14,22 +17,27 @@ $(STAMP): requirements.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# Test-only packages (third-party Alembic projects, asyncpg, pytest-xdist): never needed by the playbooks.
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+	@rm -f $(VENV)/.test-installed-* && touch $@
+
 db: $(STAMP)
 	$(BIN)/python scripts/embedded_postgres.py start
 
 demo: db
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook playbooks/migrate.yml -i inventories/local
 
-test: db
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+test: db $(TEST_STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(PYTEST_WORKERS)
 
 # The module and chain tests again, against the server in PG_TEST_DSN (CI: the machine's PostgreSQL 15).
 # Playbooks and molecule scenarios run once, in `make test`, on the embedded server.
-test-db: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -m "db and not playbook and not molecule"
+test-db: $(TEST_STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "db and not playbook and not molecule"
 
 lint: $(STAMP)
-	$(BIN)/ruff check library module_utils tests scripts bench alembic
+	$(BIN)/ruff check library module_utils plugins tests scripts bench alembic release_manager
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production playbooks roles
 
 bench: db

@@ -102,6 +102,15 @@ options:
       - An ISO 8601 time (UTC), e.g. the end of the maintenance window. When the run gets the migration lock
         after it, nothing is applied and the task fails. Revisions already running are not interrupted.
     type: str
+  compare_models:
+    description:
+      - After the run (in check mode, when nothing is pending), compare the app's models with the database the
+        way C(alembic check) does - the project's env.py, its C(target_metadata), C(include_object),
+        C(compare_type) - and return the differences in RV(models). Read-only; the task does not fail on them.
+      - The models describe the head, so a database elsewhere is reported as not checked, as is a project
+        whose env.py exposes no C(target_metadata).
+    type: bool
+    default: false
   create_database:
     description:
       - Create the database first when it does not exist (for a fresh or scratch database; needs
@@ -229,6 +238,13 @@ revision_left:
   description: The revision the database is at after a failure.
   returned: failure during apply
   type: str
+models:
+  description:
+    - With O(compare_models), what C(alembic check) found - C(checked) (false with a C(reason) when the
+      database is not at the head or env.py exposes no models), C(diffs) (one sentence per difference).
+  returned: when compare_models
+  type: dict
+  sample: {checked: true, reason: null, diffs: ["index ix_users_email on users is in the models, not in the database"]}
 database_created:
   description: Whether the database was created (or would be, in check mode).
   returned: always
@@ -260,6 +276,7 @@ ARGUMENT_SPEC = argument_spec(
     create_database={"type": "bool", "default": False},
     expected_pending={"type": "list", "elements": "str"},
     not_after={"type": "str"},
+    compare_models={"type": "bool", "default": False},
 )
 
 
@@ -289,7 +306,7 @@ def main() -> None:
             advisory_lock_wait=p["advisory_lock_wait"], version_table=p["version_table"],
             x_arguments={str(k): str(v) for k, v in p["x_arguments"].items()},
             create_database=p["create_database"], expected_pending=p["expected_pending"],
-            not_after=p["not_after"] or None,
+            not_after=p["not_after"] or None, compare_models=p["compare_models"],
         )
         result = safe_result(run(req, check=module.check_mode, sql_only=p["sql"]), req.conn)
         result["msg"] = _message(result)

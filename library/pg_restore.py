@@ -86,6 +86,16 @@ options:
     description: Database to connect to for creating and dropping the target (and for the restore lock).
     type: str
     default: postgres
+  at_revision:
+    description:
+      - With O(src) a directory and O(max_backup_age), the backup must have been taken at this Alembic revision
+        (comma-joined heads; empty for base) - the revision the database is recorded at, for a drill.
+    type: str
+  max_backup_age:
+    description:
+      - With O(src) a directory, pick the newest verified backup taken at O(at_revision) no older than this many
+        seconds. When there is none the task fails, saying "stale backup", with RV(stale).
+    type: float
   allow_other_server:
     description:
       - Allow restoring over a target that has tables a backup taken on another server (another PostgreSQL
@@ -176,6 +186,14 @@ backup_database:
   description: The database the backup holds (from its manifest, else its file name).
   returned: always
   type: str
+chosen_because:
+  description: Why this backup (the one asked for, the newest verified one, the newest at the recorded revision).
+  returned: always
+  type: str
+stale:
+  description: True when no backup at O(at_revision) younger than O(max_backup_age) exists (the task fails).
+  returned: failure
+  type: bool
 duration_s:
   description: Seconds for the whole module run.
   returned: always
@@ -235,6 +253,8 @@ ARGUMENT_SPEC = argument_spec(
     load_settings={"type": "bool", "default": True},
     maintenance_db={"type": "str", "default": "postgres"},
     allow_other_server={"type": "bool", "default": False},
+    at_revision={"type": "str"},
+    max_backup_age={"type": "float"},
 )
 
 
@@ -248,7 +268,8 @@ def main() -> None:
             clean=p["clean"], confirm=p["confirm"], no_owner=p["no_owner"], pg_bin_dir=p["pg_bin_dir"],
             verify_checksum=p["verify_checksum"], count_rows=p["count_rows"], load_settings=p["load_settings"],
             version_table=p["version_table"], maintenance_db=p["maintenance_db"],
-            allow_other_server=p["allow_other_server"], check=module.check_mode,
+            allow_other_server=p["allow_other_server"], at_revision=p["at_revision"],
+            max_backup_age=p["max_backup_age"], check=module.check_mode,
         ))
 
     run_request(module, work, what="Restore", urls=(p["url"],),

@@ -70,6 +70,8 @@ class MigrationRequest:
     expected_pending: list[str] | None = None
     # No revision starts after this moment (ISO 8601, UTC): the end of the maintenance window.
     not_after: str | None = None
+    # After the run, compare the app's models with the database (Alembic's `alembic check`).
+    compare_models: bool = False
     conn: ConnInfo = field(init=False, repr=False)
     project: Project = field(init=False, repr=False)
 
@@ -147,13 +149,25 @@ def recording(recorder: StepRecorder):
 
 @contextmanager
 def in_project_home(project: Project):
-    """Run where the project's own ``alembic`` command runs: in the ini's directory."""
+    """Run where the project's own ``alembic`` command runs: in the ini's directory.
+
+    Python resolves a relative sys.path entry ('.', as ``prepend_sys_path = .`` adds) to the directory
+    that was current when it was first used; those cached finders are dropped so '.' means the ini's
+    directory while inside, and the caller's directory again after.
+    """
     saved = os.getcwd()
+    _forget_relative_finders()
     os.chdir(project.home)
     try:
         yield
     finally:
         os.chdir(saved)
+        _forget_relative_finders()
+
+
+def _forget_relative_finders() -> None:
+    for key in [k for k in sys.path_importer_cache if isinstance(k, str) and not os.path.isabs(k)]:
+        sys.path_importer_cache.pop(key, None)
 
 
 def _alembic_run(req: MigrationRequest, plan: Plan, recorder: StepRecorder) -> None:
@@ -319,6 +333,8 @@ def run(req: MigrationRequest, *, check: bool = False, sql_only: bool = False) -
     if check or sql_only or not plan.pending:
         if plan.pending:
             result.update(_preview(req, plan))
+        if req.compare_models and not sql_only:
+            result["models"] = _models(req, at_target=not plan.pending)
         result.update(changed=(bool(plan.pending) or created) and not sql_only, to_revision=plan.from_revision,
                       duration_s=round(time.monotonic() - started, 3))
         return result
@@ -342,9 +358,20 @@ def run(req: MigrationRequest, *, check: bool = False, sql_only: bool = False) -
             revision_left=",".join(after) or None, applied=[s["revision"] for s in steps], steps=steps,
         )
     result.update(changed=bool(steps) or created, to_revision=",".join(after) or None, current=list(after),
-                  applied=[s["revision"] for s in steps], steps=steps, lock_retries_used=retries,
-                  duration_s=round(time.monotonic() - started, 3))
+                  applied=[s["revision"] for s in steps], steps=steps, lock_retries_used=retries)
+    if req.compare_models:
+        result["models"] = _models(req, at_target=True)
+    result["duration_s"] = round(time.monotonic() - started, 3)
     return result
+
+
+def _models(req: MigrationRequest, at_target: bool) -> dict[str, Any]:
+    from ansible.module_utils.alembic_models import compare_models
+
+    if not at_target:
+        return {"checked": False, "diffs": [], "reason": "not checked: the database is not at the target yet"}
+    with in_project_home(req.project), contextlib.redirect_stdout(sys.stderr):
+        return compare_models(req.project, req.conn)
 
 
 def _check_expected(req: MigrationRequest, plan: Plan) -> None:

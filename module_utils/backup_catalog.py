@@ -143,6 +143,31 @@ def latest_verified(entries: list[BackupEntry], database: str, *, server: Server
     return max(verified, key=lambda e: (e.finished_at, e.path.name), default=None)
 
 
+def backup_for_revision(entries: list[BackupEntry], database: str, revision: str | None, max_age_s: float,
+                        now: datetime | None = None) -> tuple[BackupEntry | None, str]:
+    """The backup a restore would need now: the newest verified backup of ``database`` taken at ``revision``
+    (the revision the database is recorded at), at most ``max_age_s`` old. (entry or None, why)."""
+    now = now or utc_now()
+    newest = latest_verified(entries, database)
+    if revision is None:
+        return newest, ("the newest verified backup (no revision is recorded for this environment yet)"
+                        if newest else f"no verified backup of {database}")
+    wanted = set(revision.split(",")) - {""}
+    at_revision = [e for e in entries if e.database == database and e.verified and not e.pre_restore
+                   and set((e.manifest.get("alembic_revision") or "").split(",")) - {""} == wanted]
+    best = max(at_revision, key=lambda e: (e.finished_at, e.path.name), default=None)
+    if best is not None and (now - best.finished_at).total_seconds() <= max_age_s:
+        return best, f"the newest verified backup at the recorded revision {revision}"
+    if best is not None:
+        age_h = (now - best.finished_at).total_seconds() / 3600
+        return None, (f"stale backup: the newest verified backup at revision {revision} ({best.path.name}) is "
+                      f"{age_h:.1f} h old, more than {max_age_s / 3600:.1f} h")
+    if newest is not None:
+        return None, (f"stale backup: the newest verified backup ({newest.path.name}) is at revision "
+                      f"{newest.manifest.get('alembic_revision') or 'base'}, the database is recorded at {revision}")
+    return None, f"stale backup: there is no verified backup of {database} at all"
+
+
 def retention_victims(
     entries: list[BackupEntry], database: str, keep: int, protect: tuple[str | Path, ...] = (),
     server: Server | None = None,

@@ -480,7 +480,7 @@ def run_smoke_queries(conn, queries: Iterable[str], timeout_s: int = SMOKE_TIMEO
     results = []
     for query in queries:
         entry: dict[str, Any] = {"query": query, "ok": False, "result": None, "rows": None, "error": None,
-                                 "duration_s": 0.0}
+                                 "sqlstate": None, "duration_s": 0.0}
         statements = split_statements(query or "")
         if len(statements) != 1:
             entry["error"] = (
@@ -502,6 +502,7 @@ def run_smoke_queries(conn, queries: Iterable[str], timeout_s: int = SMOKE_TIMEO
                 entry["ok"] = True
             except psycopg2.Error as exc:
                 entry["error"] = (exc.pgerror or str(exc)).strip()
+                entry["sqlstate"] = exc.pgcode
             finally:
                 entry["duration_s"] = round(time.monotonic() - started, 3)
                 # If the connection is gone, the next query reports that.

@@ -169,3 +169,18 @@ def writers_not_back(saved: dict[str, Any], found: dict[str, Any]) -> list[dict[
         actual[name] = (resources[0].get("spec") or {}).get("replicas") if resources else None
     return [{"key": name, "value": int(wanted), "actual": actual.get(name)}
             for name, wanted in saved.items() if actual.get(name) != int(wanted)]
+
+
+# A smoke query naming a table or column the restored revision does not have cannot apply there.
+_NOT_THERE = {"42P01": "its table does not exist", "42703": "its column does not exist"}
+
+
+def smoke_verdicts(smoke: list[dict[str, Any]], revision: str | None) -> list[dict[str, Any]]:
+    """Each smoke result, a failure on a table or column missing at ``revision`` marked not applicable."""
+    out = []
+    for entry in smoke or []:
+        entry = dict(entry)
+        if not entry.get("ok") and entry.get("sqlstate") in _NOT_THERE:
+            entry["not_applicable"] = f"{_NOT_THERE[entry['sqlstate']]} at revision {revision or 'base'}"
+        out.append(entry)
+    return out

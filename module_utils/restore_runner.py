@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ansible.module_utils.backup_catalog import Server, latest_verified, scan_backups
+from ansible.module_utils.backup_catalog import Server, backup_for_revision, latest_verified, scan_backups
 from ansible.module_utils.backup_manifest import (
     PARTIAL_SUFFIX,
     format_of,
@@ -67,6 +67,9 @@ class RestoreRequest:
     version_table: str = "alembic_version"
     maintenance_db: str = "postgres"
     allow_other_server: bool = False
+    # With src a directory: the backup taken at this revision, at most max_backup_age seconds old (drills).
+    at_revision: str | None = None
+    max_backup_age: float | None = None
     check: bool = False
     conn: ConnInfo = field(init=False, repr=False)
 
@@ -83,6 +86,7 @@ class Backup:
     fmt: str
     sha256: str | None
     database: str | None
+    why: str = "the backup asked for"
 
     @property
     def marker(self) -> str:
@@ -98,19 +102,27 @@ def conninfo_dbname(name: str) -> str:
 # --- 1. the backup: resolved and checked, nothing touched yet -----------------------------------
 
 
-def resolve_src(src: str, source_database: str, prefer_server: Server | None = None) -> Path:
-    """A backup path as given, or the latest verified backup of ``source_database`` in a directory (one of
-    ``prefer_server`` when it has any; never a ``pre_restore`` copy)."""
+def resolve_src(src: str, source_database: str, prefer_server: Server | None = None,
+                at_revision: str | None = None, max_backup_age: float | None = None) -> tuple[Path, str]:
+    """A backup path as given, or in a directory: the latest verified backup of ``source_database`` (one of
+    ``prefer_server`` when it has any; never a ``pre_restore`` copy), or with ``max_backup_age`` the one taken
+    at ``at_revision`` no older than that. Returns (path, why this one)."""
     path = Path(src).expanduser().absolute()
     if path.name.endswith(PARTIAL_SUFFIX):
         raise OperatorError(f"{path} is an unfinished backup (.partial).", "Restore a finished backup.")
     if not path.exists():
         raise OperatorError(f"Backup {path} does not exist.", "Check src: a backup file or the backup directory.")
     if path.is_file():
-        return path
+        return path, "the backup asked for"
     if (path / "toc.dat").is_file() or manifest_path_for(path).is_file():
-        return path  # a directory-format backup
+        return path, "the backup asked for"  # a directory-format backup
     entries = scan_backups(path)
+    if max_backup_age is not None:
+        chosen, why = backup_for_revision(entries, source_database, at_revision, max_backup_age)
+        if chosen is None:
+            raise OperatorError(f"{why}.", "Take a backup now (playbooks/backup.yml), or let the drill take one "
+                                           "(drill_fresh_backup: when_stale).", stale=True, src=str(path))
+        return chosen.path, why
     latest = latest_verified(entries, source_database, prefer_server=prefer_server)
     if latest is None:
         others = sorted({e.database for e in entries if e.verified})
@@ -120,11 +132,12 @@ def resolve_src(src: str, source_database: str, prefer_server: Server | None = N
             "Take a backup with pg_backup first, or set source_database to the database the backups are of.",
             src=str(path),
         )
-    return latest.path
+    return latest.path, "the newest verified backup"
 
 
 def checked_backup(req: RestoreRequest, server: Server | None = None) -> Backup:
-    path = resolve_src(req.src, req.source_database or req.conn.dbname, prefer_server=server)
+    path, why = resolve_src(req.src, req.source_database or req.conn.dbname, prefer_server=server,
+                            at_revision=req.at_revision, max_backup_age=req.max_backup_age)
     has_manifest = manifest_path_for(path).is_file() or req.verify_checksum
     manifest = read_manifest(path) if has_manifest else None
     sha256 = (manifest or {}).get("sha256")
@@ -140,7 +153,7 @@ def checked_backup(req: RestoreRequest, server: Server | None = None) -> Backup:
             f"Backup {path.name} holds database '{database}', not '{req.source_database}' (source_database).",
             f"Pick a backup of '{req.source_database}', or set source_database: {database} if this one is meant.",
         )
-    return Backup(path, manifest, fmt, sha256, database)
+    return Backup(path, manifest, fmt, sha256, database, why)
 
 
 # --- 2. the target --------------------------------------------------------------------------------
@@ -390,7 +403,7 @@ def run_restore(req: RestoreRequest) -> dict[str, Any]:
     backup = checked_backup(req, Server(state.get("system_identifier"), req.conn.where))
     base = {"src": str(backup.path), "manifest": backup.manifest, "database": database, "format": backup.fmt,
             "sha256": backup.sha256, "server_version": state.get("server_version"),
-            "backup_database": backup.database}
+            "backup_database": backup.database, "chosen_because": backup.why}
     warnings = []
     if backup.database and backup.database != database:
         warnings.append(f"Backup {backup.path.name} holds database '{backup.database}'; it is restored into "

@@ -112,6 +112,7 @@ def build_report(f: dict[str, Any]) -> dict[str, Any]:
         "monitoring_after": _get(verify, "monitoring"),
         "app_pod_log": f.get("app_pod_log") or None,
         "drill": f.get("drill") or None,
+        "models": {"reference": _get(f, "preview", "models"), "live": _get(verify, "models")},
     }
     return report
 
@@ -245,6 +246,25 @@ def _drill(r: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _models_line(label: str, models: dict | None) -> str | None:
+    if not models:
+        return None
+    if not models.get("checked"):
+        return f"- {label}: {models.get('reason') or 'not checked'}"
+    accepted = models.get("accepted") or []
+    note = f" (accepted after review: {'; '.join(accepted)})" if accepted else ""
+    if models.get("diffs"):
+        return f"- {label}: **DIFFERS** ({models.get('policy')}): {'; '.join(models['diffs'])}{note}"
+    return f"- {label}: match{note}"
+
+
+def _models(r: dict[str, Any]) -> list[str]:
+    models = r.get("models") or {}
+    lines = [line for line in (_models_line("Target revision's schema (before the backup)", models.get("reference")),
+                               _models_line("Live database after the change", models.get("live"))) if line]
+    return ["## The app's models (`alembic check`)", *lines, ""] if lines else []
+
+
 def _findings(r: dict[str, Any]) -> list[str]:
     findings = r.get("lint_findings") or []
     if not findings:
@@ -298,7 +318,7 @@ def _monitoring(r: dict[str, Any]) -> list[str]:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    parts = (_summary(report) + _failure_and_rollback(report) + _steps(report) + _drill(report)
+    parts = (_summary(report) + _failure_and_rollback(report) + _steps(report) + _drill(report) + _models(report)
              + _findings(report) + _smoke_and_counts(report) + _monitoring(report))
     if report.get("app_pod_log"):
         parts += [f"App pod log: `{report['app_pod_log']}`", ""]

@@ -32,7 +32,18 @@ def bin_dir() -> Path:
 
 
 def start(database: str = "release_manager", data_dir: Path = DATA_DIR) -> dict:
-    """Ensure the server runs and ``database`` exists; return and record its connection facts."""
+    """Ensure the server runs and ``database`` exists; return and record its connection facts.
+
+    Safe to call from several processes at once (parallel test workers): one starts, the others wait."""
+    import fcntl
+
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(data_dir.parent / ".embedded-postgres.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _start(database, data_dir)
+
+
+def _start(database: str, data_dir: Path) -> dict:
     import logging
     import warnings
 
@@ -40,7 +51,6 @@ def start(database: str = "release_manager", data_dir: Path = DATA_DIR) -> dict:
     import pgserver
 
     logging.getLogger("pgserver").setLevel(logging.WARNING)
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(data_dir, cleanup_mode=None)
     admin_url = server.get_uri("postgres")
     import psycopg2
@@ -62,7 +72,9 @@ def start(database: str = "release_manager", data_dir: Path = DATA_DIR) -> dict:
         "server_version": version,
     }
     if data_dir == DATA_DIR:
-        INFO_FILE.write_text(json.dumps(info, indent=2) + "\n")
+        tmp = INFO_FILE.with_name(INFO_FILE.name + ".tmp")
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        tmp.replace(INFO_FILE)  # never a half-written file for a reader (the local inventory)
     return info
 
 

@@ -112,3 +112,22 @@ def chain_with(tmp_path: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         (tmp_path / "alembic" / "versions" / name).write_text(text)
     return ini
+
+
+# A revision that applies cleanly but leaves the schema unlike the models: it drops an index they declare.
+DRIFTING_REVISION = '''"""test: drop an index the models still declare"""
+from alembic import op
+
+revision = "f00d00000001"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.drop_index("ix_releases_created_at", table_name="releases")
+
+
+def downgrade():
+    op.create_index("ix_releases_created_at", "releases", ["created_at"])
+'''

@@ -33,8 +33,17 @@ from support import (  # noqa: F401  (re-exported for the tests)
 def _require_password_for_group(admin_url: str, data_dir: str) -> None:
     """Make members of PASSWORD_GROUP authenticate with a password (scram), so wrong passwords fail.
 
-    The embedded server trusts every local connection; this adds one rule before those.
+    The embedded server trusts every local connection; this adds one rule before those. Parallel test
+    workers do this one at a time.
     """
+    import fcntl
+
+    with open(Path(data_dir).parent / ".pg_hba.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _add_password_rule(admin_url, data_dir)
+
+
+def _add_password_rule(admin_url: str, data_dir: str) -> None:
     hba = Path(data_dir) / "pg_hba.conf"
     text = hba.read_text()
     rule = f"local all +{PASSWORD_GROUP} scram-sha-256\n"
@@ -149,3 +158,20 @@ def target_db(pg_server: PgServer):
     yield make
     for name in names:
         pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def chain_db(new_database):
+    """Factory: a new database migrated (in-process, by alembic_migrate's runner) to ``revision``, with
+    ``users`` sample rows from scripts/seed_demo_data.py. Returns its URL."""
+    from ansible.module_utils.alembic_runner import MigrationRequest, run
+    from seed_demo_data import seed
+
+    def make(revision: str = "head", users: int = 20, prefix: str = "flt") -> str:
+        url = new_database(prefix)
+        run(MigrationRequest(url=url, config=str(ROOT / "alembic.ini"), revision=revision))
+        if users:
+            seed(url, users)
+        return url
+
+    return make

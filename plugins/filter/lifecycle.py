@@ -39,4 +39,5 @@ class FilterModule:
             "success_outcome": lifecycle_rules.success_outcome,
             "rollback_plan": lifecycle_rules.rollback_plan,
             "writers_not_back": lifecycle_rules.writers_not_back,
+            "smoke_verdicts": lifecycle_rules.smoke_verdicts,
         }

@@ -81,7 +81,7 @@ def test_writers_that_cannot_be_scaled_back_are_reported_and_fail_the_play(chain
     seed = {
         "pods": [{"name": "release-manager-1", "namespace": "staging", "labels": {"app": "release-manager"},
                   "phase": "Running", "ready": True},
-                 {"name": "db-0", "namespace": "staging", "labels": {"app": "db"}, "phase": "Running"}],
+                 {"name": "db-0", "namespace": "staging", "labels": {"app": "db-staging"}, "phase": "Running"}],
         "deployments": [{"name": "release-manager", "namespace": "staging", "replicas": 2},
                         {"name": "release-manager-worker", "namespace": "staging", "replicas": 3,
                          "refuse_scale_up": True}],
@@ -92,7 +92,7 @@ def test_writers_that_cannot_be_scaled_back_are_reported_and_fail_the_play(chain
                "PATH": f"{STANDINS / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}",
                "KUBECTL_STANDIN_LOG": str(tmp_path / "kubectl.log")}
         result = run_playbook("playbooks/migrate.yml", inventory="molecule/kubernetes/inventory", env=env,
-                              extra_vars=local_vars(workdir, maintenance_mode=True, rm_k8s_db_selector="app=db"))
+                              extra_vars=local_vars(workdir, maintenance_mode=True))
         worker = api.deployment("staging", "release-manager-worker")
     assert result.rc == 2
     assert "WRITERS STILL DOWN: release-manager-worker" in result.output

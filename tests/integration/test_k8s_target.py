@@ -262,3 +262,39 @@ def test_api_standin_scale_sets_spec_and_status_and_dumps_state(tmp_path):
             body = json.load(resp)
         assert body["kind"] == "PodList" and [p["metadata"]["name"] for p in body["items"]] == ["db-0"]
     assert load_seed(dump)["deployments"][1]["spec"]["replicas"] == 0  # a dump seeds a new stand-in
+
+
+RUNBOOK_CLUSTER = {  # staging as the runbook labels it: `kubectl get pod -l app=db-staging -n staging`
+    "pods": [
+        {"name": "release-manager-7c9d-ready", "namespace": "staging", "labels": {"app": "release-manager"},
+         "phase": "Running", "ready": True},
+        {"name": "postgres-0", "namespace": "staging", "labels": {"app": "db-staging"}, "phase": "Running"},
+    ],
+    "deployments": [
+        {"name": "release-manager", "namespace": "staging", "replicas": 2, "selector": {"app": "release-manager"}},
+        {"name": "release-manager-worker", "namespace": "staging", "replicas": 1},
+    ],
+}
+
+
+@pytest.mark.db
+def test_the_shipped_staging_inventory_finds_the_pods_where_the_runbook_labels_them(new_database, tmp_path):
+    from support import local_vars, reports, revision_of
+
+    url = new_database("stg")
+    with K8sApiStandin(RUNBOOK_CLUSTER) as api:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", namespace="staging")
+        env = {"PATH": f"{STANDINS / 'bin'}:{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+               "KUBECTL_STANDIN_LOG": str(tmp_path / "kubectl.log"), "K8S_AUTH_KUBECONFIG": ""}
+        # Only what differs on this machine: where the database, the chain and the pod's Python are.
+        extra = local_vars(tmp_path, vault_rm_db_password="unused", rm_database_url=url, rm_alembic_url=url,
+                           rm_alembic_config=str(ROOT / "alembic.ini"), rm_k8s_app_python=sys.executable,
+                           rm_k8s_kubeconfig=str(kubeconfig))
+        result = run_playbook("playbooks/migrate.yml", inventory="inventories/staging", env=env, extra_vars=extra)
+        annotation = api.deployment("staging", "release-manager")["metadata"]["annotations"]
+    assert result.rc == 0, result.output[-3000:]
+    assert revision_of(url) == ["9c2b3f1a4e5d"]
+    assert annotation["release-manager.io/schema-revision"] == "9c2b3f1a4e5d"
+    report = reports(tmp_path / "reports")[-1]
+    assert report["environment"] == "staging" and report["kubernetes"]["app_pod"] == "release-manager-7c9d-ready"
+    assert '"pod": "release-manager-7c9d-ready"' in (tmp_path / "kubectl.log").read_text()  # alembic ran in the pod
