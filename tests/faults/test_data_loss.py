@@ -121,7 +121,8 @@ def test_a_database_name_postgresql_would_cut_is_never_created_or_dropped(pg_ser
 
 
 @pytest.mark.playbook
-@pytest.mark.parametrize("playbook, variable", [("migrate", "verify_reference_database"), ("drill", "drill_scratch")])
+@pytest.mark.parametrize("playbook, variable", [("migrate", "preview_reference_database"),
+                                                ("drill", "drill_scratch")])
 def test_a_scratch_name_pointing_at_the_live_database_never_drops_it(playbook, variable, chain_db, workdir):
     url = chain_db(revision="8f1a2b3c4d5e" if playbook == "migrate" else "head", users=6)
     database = ConnInfo.parse(url).dbname
@@ -131,7 +132,7 @@ def test_a_scratch_name_pointing_at_the_live_database_never_drops_it(playbook, v
     assert result.rc == 2
     assert "already exists, and a scratch database must be new" in result.output
     assert users(url) == 6  # the live database is there, with its rows
-    if playbook == "migrate":  # verify failed after the apply: rolled back to where it started
+    if playbook == "migrate":  # refused in the preview, before the backup: nothing applied
         assert sql(url, "SELECT version_num FROM alembic_version") == [("8f1a2b3c4d5e",)]
 
 
