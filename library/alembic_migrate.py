@@ -297,9 +297,9 @@ def main() -> None:
     )
     p = module.params
 
-    def work() -> dict:
+    def work(conn) -> dict:
         req = MigrationRequest(
-            url=p["url"], config=p["config"], script_location=p["script_location"], revision=p["revision"],
+            url=p["url"], conn=conn, config=p["config"], script_location=p["script_location"], revision=p["revision"],
             allow_downgrade=p["allow_downgrade"], lock_timeout=p["lock_timeout"] or None,
             statement_timeout=p["statement_timeout"] or None, lock_retries=p["lock_retries"],
             lock_retry_delay=p["lock_retry_delay"], advisory_lock=p["advisory_lock"],

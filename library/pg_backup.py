@@ -241,9 +241,9 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
 
-    def work() -> dict:
+    def work(conn) -> dict:
         return run_backup(BackupRequest(
-            url=p["url"], dest=p["dest"], format=p["format"], compression=p["compression"], jobs=p["jobs"],
+            url=p["url"], conn=conn, dest=p["dest"], format=p["format"], compression=p["compression"], jobs=p["jobs"],
             verify=p["verify"], verify_read=p["verify_read"], keep=p["keep"], label=p["label"],
             pg_bin_dir=p["pg_bin_dir"], version_table=p["version_table"], max_age=p["max_age"],
             protect=[str(x) for x in p["protect"] if x], check=module.check_mode,

@@ -77,7 +77,7 @@ state:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.module_shell import CONNECTION_SPEC, argument_spec, connection_of, run_request
+from ansible.module_utils.module_shell import CONNECTION_SPEC, argument_spec, run_request
 from ansible.module_utils.scratch_database import ensure_database
 
 ARGUMENT_SPEC = argument_spec(
@@ -93,9 +93,8 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
 
-    def work() -> dict:
+    def work(conn) -> dict:
         started = time.monotonic()
-        conn = connection_of(p["url"])
         changed = ensure_database(conn, p["state"] == "present", maintenance_db=p["maintenance_db"],
                                   check=module.check_mode, fresh=p["fresh"], protect=tuple(p["protect"]))
         return {"changed": changed, "database": conn.dbname, "state": p["state"],

@@ -253,14 +253,9 @@ monitoring:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.db_inspect import free_space, inspect_database
-from ansible.module_utils.module_shell import (
-    CONNECTION_SPEC,
-    VERSION_TABLE_SPEC,
-    argument_spec,
-    connection_of,
-    run_request,
-)
+from ansible.module_utils.db_inspect import inspect_database
+from ansible.module_utils.disk_space import free_space
+from ansible.module_utils.module_shell import CONNECTION_SPEC, VERSION_TABLE_SPEC, argument_spec, run_request
 
 ARGUMENT_SPEC = argument_spec(
     CONNECTION_SPEC, VERSION_TABLE_SPEC,
@@ -279,12 +274,11 @@ def main() -> None:
                            supports_check_mode=True)
     p = module.params
 
-    def work() -> dict:
+    def work(conn, other) -> dict:
         started = time.monotonic()
         facts = inspect_database(
-            connection_of(p["url"]), row_counts=p["row_counts"], schema=p["schema"], monitoring=p["monitoring"],
-            smoke_queries=p["smoke_queries"], version_table=p["version_table"],
-            compare_with=connection_of(p["compare_with"]) if p["compare_with"] else None,
+            conn, row_counts=p["row_counts"], schema=p["schema"], monitoring=p["monitoring"],
+            smoke_queries=p["smoke_queries"], version_table=p["version_table"], compare_with=other,
             expected_schema=p["expected_schema"],
         )
         if p["free_space_path"]:

@@ -262,9 +262,10 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
 
-    def work() -> dict:
+    def work(conn) -> dict:
         return run_restore(RestoreRequest(
-            url=p["url"], src=p["src"], source_database=p["source_database"], jobs=p["jobs"], create=p["create"],
+            url=p["url"], conn=conn, src=p["src"], source_database=p["source_database"], jobs=p["jobs"],
+            create=p["create"],
             clean=p["clean"], confirm=p["confirm"], no_owner=p["no_owner"], pg_bin_dir=p["pg_bin_dir"],
             verify_checksum=p["verify_checksum"], count_rows=p["count_rows"], load_settings=p["load_settings"],
             version_table=p["version_table"], maintenance_db=p["maintenance_db"],

@@ -72,11 +72,12 @@ class MigrationRequest:
     not_after: str | None = None
     # After the run, compare the app's models with the database (Alembic's `alembic check`).
     compare_models: bool = False
-    conn: ConnInfo = field(init=False, repr=False)
+    conn: ConnInfo | None = field(default=None, repr=False)  # the module's url, parsed once at its entry
     project: Project = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.conn = ConnInfo.parse(self.url)
+        if self.conn is None:
+            self.conn = ConnInfo.parse(self.url)
         self.project = Project(self.config, self.script_location, self.version_table, dict(self.x_arguments))
         self.settings = checked_settings(self.lock_timeout, self.statement_timeout)
 

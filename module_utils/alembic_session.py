@@ -16,37 +16,25 @@ import zlib
 from contextlib import contextmanager
 
 from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import ConnInfo, explain_connect_error
+from ansible.module_utils.pg_connection import ConnInfo
 
 LOCK_NOT_AVAILABLE = "55P03"
 LOCK_TIMEOUT_TEXT = "canceling statement due to lock timeout"
 _DURATION = re.compile(r"^\d+(\.\d+)?\s*(us|ms|s|min|h|d)?$")
 
 
-def split_version_table(version_table: str) -> tuple[str | None, str]:
-    schema, _, table = version_table.rpartition(".")
-    return (schema or None), table
-
-
 def current_revisions(conn_info: ConnInfo, version_table: str) -> tuple[str, ...]:
-    """The revision(s) Alembic reads from the version table (empty at base), on our own session."""
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine, pool
-    from sqlalchemy import exc as sa_exc
+    """The revision(s) in the version table (empty at base), read on our own session (pg_catalog's reader,
+    the same one backups and inspections use)."""
+    from ansible.module_utils.db_errors import explained
+    from ansible.module_utils.pg_catalog import read_revisions
 
-    engine = create_engine(conn_info.sync_sqlalchemy_url(), poolclass=pool.NullPool)
-    schema, table = split_version_table(version_table)
+    conn = conn_info.connect()
     try:
-        try:
-            connection = engine.connect()
-        except sa_exc.OperationalError as exc:
-            raise explain_connect_error(str(exc.orig), conn_info) from None
-        with connection:
-            ctx = MigrationContext.configure(connection, opts={"version_table": table,
-                                                               "version_table_schema": schema})
-            return tuple(sorted(ctx.get_current_heads()))
+        with explained("Reading the version table"), conn.cursor() as cur:
+            return tuple(read_revisions(cur, version_table))
     finally:
-        engine.dispose()
+        conn.close()
 
 
 def checked_settings(lock_timeout: str | None, statement_timeout: str | None) -> dict[str, str]:

@@ -85,10 +85,11 @@ class BackupRequest:
     check: bool = False
     verify_read: bool = False  # also read every byte back through pg_restore (slower, stronger)
     protect: list[str] = field(default_factory=list)  # never removed by retention
-    conn: ConnInfo = field(init=False, repr=False)
+    conn: ConnInfo | None = field(default=None, repr=False)  # the module's url, parsed once at its entry
 
     def __post_init__(self) -> None:
-        self.conn = ConnInfo.parse(self.url)
+        if self.conn is None:
+            self.conn = ConnInfo.parse(self.url)
 
 
 @dataclass

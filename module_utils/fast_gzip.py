@@ -1,4 +1,4 @@
-"""gzip output at a fraction of zlib's CPU cost, for the backups we compress ourselves.
+"""Gzip at a fraction of zlib's CPU cost, for the backups we compress ourselves.
 
 pg_dump compresses with zlib inside its own process; on a small runner that is most of a backup's
 time (the runbook's `pg_dump | gzip` spends ~80 % of its time in gzip). For the directory format we

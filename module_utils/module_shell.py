@@ -1,9 +1,9 @@
 """The shell every module shares: the connection options, and "run the request or fail, redacted".
 
 A module's ``main()`` builds its argument spec from :data:`CONNECTION_SPEC` (documented once, in
-``plugins/doc_fragments/connection.py``), parses ``url`` into a :class:`ConnInfo` with
-:func:`connection_of`, and hands its work to :func:`run_request`. Whatever happens, the module exits
-through one place that removes every secret of the connection from the result or the error.
+``plugins/doc_fragments/connection.py``) and hands its work to :func:`run_request`, which parses each URL
+once into a :class:`ConnInfo` and passes that object down. Whatever happens, the module exits through one
+place that removes every secret of the connection from the result or the error.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import ConnInfo, redact, secrets_of
+from ansible.module_utils.pg_connection import ConnInfo, raw_secrets, redact
 
 # Every module that connects takes these; their documentation is the doc fragment `connection`.
 CONNECTION_SPEC: dict[str, dict[str, Any]] = {
@@ -32,17 +32,20 @@ def argument_spec(*parts: dict[str, dict[str, Any]], **own: dict[str, Any]) -> d
     return spec
 
 
-def run_request(module, work: Callable[[], dict[str, Any]], *, what: str, urls: tuple[str | None, ...] = (),
+def run_request(module, work: Callable[..., dict[str, Any]], *, what: str, urls: tuple[str | None, ...] = (),
                 interrupted: str = "") -> None:
-    """Run ``work`` and exit the module with its result, or fail with an operator-facing message.
+    """Parse each of ``urls`` once into a ConnInfo, run ``work(*conns)`` and exit the module with its result,
+    or fail with an operator-facing message.
 
-    Every exit path is redacted with the secrets of ``urls`` (and PGPASSWORD): an OperatorError keeps
-    its hint and details; an interruption (SIGTERM from Ansible's timeout) says what was cleaned up;
-    anything unforeseen is named without a traceback.
+    Every exit path is redacted with the connections' secrets (and PGPASSWORD); a URL that cannot be parsed
+    has its user-info withheld. An OperatorError keeps its hint and details; an interruption (SIGTERM from
+    Ansible's timeout) says what was cleaned up; anything unforeseen is named without a traceback.
     """
-    secrets = secrets_of(*urls)
+    secrets = raw_secrets(*urls)
     try:
-        result = work()
+        conns = [ConnInfo.parse(url) if url else None for url in urls]
+        secrets = sorted({s for c in conns if c for s in c.secrets} | set(secrets), key=len, reverse=True)
+        result = work(*conns)
     except OperatorError as err:
         module.fail_json(msg=redact(str(err), secrets), hint=redact(err.hint, secrets),
                          **redact(err.details, secrets))
@@ -51,8 +54,3 @@ def run_request(module, work: Callable[[], dict[str, Any]], *, what: str, urls: 
     except Exception as exc:  # noqa: BLE001 - the last line of defence: explained, redacted, no traceback
         module.fail_json(msg=redact(f"{what} failed: {type(exc).__name__}: {exc}. {interrupted}".strip(), secrets))
     module.exit_json(**redact(result, secrets))
-
-
-def connection_of(url: str) -> ConnInfo:
-    """The module's ``url`` parsed once (raises OperatorError: call inside ``run_request``'s work)."""
-    return ConnInfo.parse(url)

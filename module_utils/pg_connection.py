@@ -11,6 +11,7 @@ in the password) is refused before anything connects, and no part of its user-in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -315,13 +316,21 @@ def mask_url(url: str) -> str:
 
 def secrets_of(*urls: str | None) -> list[str]:
     """The strings that must never appear in output for these URLs (unparseable ones: their user-info)."""
-    out: set[str] = set()
+    out: set[str] = set(raw_secrets(*urls))
     for url in urls:
         if not url:
             continue
-        try:
+        with contextlib.suppress(OperatorError):
             out |= set(ConnInfo.parse(url).secrets)
-        except OperatorError:
+    return sorted(out, key=len, reverse=True)
+
+
+def raw_secrets(*urls: str | None) -> list[str]:
+    """Without parsing: each URL's user-info (and its pieces) and PGPASSWORD, for messages about URLs that
+    could not be parsed."""
+    out: set[str] = set()
+    for url in urls:
+        if url:
             out |= set(_raw_userinfo_secrets(url))
     if os.environ.get("PGPASSWORD"):
         out.add(os.environ["PGPASSWORD"])

@@ -71,10 +71,11 @@ class RestoreRequest:
     at_revision: str | None = None
     max_backup_age: float | None = None
     check: bool = False
-    conn: ConnInfo = field(init=False, repr=False)
+    conn: ConnInfo | None = field(default=None, repr=False)  # the module's url, parsed once at its entry
 
     def __post_init__(self) -> None:
-        self.conn = ConnInfo.parse(self.url)
+        if self.conn is None:
+            self.conn = ConnInfo.parse(self.url)
 
 
 @dataclass

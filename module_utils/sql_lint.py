@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ansible.module_utils.sql_text import split_with_lines
+
 _RULES: list[tuple[str, str, re.Pattern[str], str]] = [
     ("update-limit", "error", re.compile(r"\bUPDATE\b[^;]*\bLIMIT\s+\d+", re.I | re.S),
      "UPDATE ... LIMIT is not valid PostgreSQL; batch by key ranges instead (WHERE id > :last ... ORDER BY id)."),
@@ -49,88 +51,98 @@ def _name(raw: str) -> str:
 
 
 def _statements(sql: str) -> list[tuple[int, str]]:
-    """(line number, statement) pairs; comments dropped, dollar-quoted bodies kept whole."""
+    """(line number, statement) pairs at top-level semicolons (sql_text knows quotes and $tag$ bodies);
+    comment lines before a statement are dropped."""
     out: list[tuple[int, str]] = []
-    buf: list[str] = []
-    start_line = 1
-    in_dollar = False
-    for number, line in enumerate(sql.splitlines(), 1):
-        stripped = line.strip()
-        if not buf and (not stripped or stripped.startswith("--")):
-            continue
-        if not buf:
-            start_line = number
-        buf.append(line)
-        if line.count("$$") % 2 == 1:
-            in_dollar = not in_dollar
-        if not in_dollar and stripped.endswith(";"):
-            out.append((start_line, "\n".join(buf).strip()))
-            buf = []
-    if buf:
-        out.append((start_line, "\n".join(buf).strip()))
+    for line, statement in split_with_lines(sql):
+        lines = statement.splitlines()
+        while lines and (not lines[0].strip() or lines[0].strip().startswith("--")):
+            lines.pop(0)
+            line += 1
+        if lines:
+            out.append((line, "\n".join(lines).strip()))
     return out
 
 
-def lint_sql(sql: str) -> list[dict[str, Any]]:
-    findings: list[dict[str, Any]] = []
-    new_tables: set[str] = set()
-    proven_not_null: set[str] = set()
-    in_transaction = False
+class _Lint:
+    """What the lint has learnt from the statements so far, and what it found."""
 
-    def add(line: int, rule: str, severity: str, message: str, statement: str) -> None:
-        findings.append({"line": line, "rule": rule, "severity": severity, "message": message,
-                         "statement": " ".join(statement.split())[:160]})
+    def __init__(self) -> None:
+        self.findings: list[dict[str, Any]] = []
+        self.new_tables: set[str] = set()
+        self.proven_not_null: set[str] = set()
+        self.in_transaction = False
 
-    for line, stmt in _statements(sql):
+    def add(self, line: int, rule: str, severity: str, message: str, statement: str) -> None:
+        self.findings.append({"line": line, "rule": rule, "severity": severity, "message": message,
+                              "statement": " ".join(statement.split())[:160]})
+
+    def statement(self, line: int, stmt: str) -> None:
         head = stmt.rstrip(";").strip().upper()
         if head in ("BEGIN", "START TRANSACTION"):
-            in_transaction = True
-            continue
+            self.in_transaction = True
+            return
         if head in ("COMMIT", "ROLLBACK", "END"):
-            in_transaction = False
-            continue
+            self.in_transaction = False
+            return
         for match in _CREATE_TABLE.finditer(stmt):
-            new_tables.add(_name(match.group(1)))
+            self.new_tables.add(_name(match.group(1)))
         for rule, severity, pattern, message in _RULES:
             if pattern.search(stmt):
-                add(line, rule, severity, message, stmt)
+                self.add(line, rule, severity, message, stmt)
+        self.indexes(line, stmt)
+        self.alter_table(line, stmt)
+        whole = _WHOLE_TABLE_WRITE.match(stmt.rstrip(";"))
+        if whole and _name(whole.group(2)) not in self.new_tables and "alembic_version" not in stmt.lower():
+            self.add(line, "whole-table-write", "warn",
+                     f"{whole.group(1).split()[0].upper()} without WHERE touches every row of {_name(whole.group(2))} "
+                     "in one transaction; batch it.", stmt)
+
+    def indexes(self, line: int, stmt: str) -> None:
         index = _CREATE_INDEX.search(stmt)
         if index:
             concurrently, table = index.group(1), _name(index.group(2))
-            if concurrently and in_transaction:
-                add(line, "concurrently-in-transaction", "error",
-                    "CREATE INDEX CONCURRENTLY cannot run inside a transaction block; wrap it in "
-                    "`with op.get_context().autocommit_block():`.", stmt)
-            elif not concurrently and table not in new_tables:
-                add(line, "index-not-concurrent", "warn",
-                    f"CREATE INDEX on existing table {table} blocks its writes for the whole build; "
-                    "use CREATE INDEX CONCURRENTLY in an autocommit_block().", stmt)
-        if _DROP_INDEX_CONC.search(stmt) and in_transaction:
-            add(line, "concurrently-in-transaction", "error",
-                "DROP/REINDEX ... CONCURRENTLY cannot run inside a transaction block; use autocommit_block().", stmt)
+            if concurrently and self.in_transaction:
+                self.add(line, "concurrently-in-transaction", "error",
+                         "CREATE INDEX CONCURRENTLY cannot run inside a transaction block; wrap it in "
+                         "`with op.get_context().autocommit_block():`.", stmt)
+            elif not concurrently and table not in self.new_tables:
+                self.add(line, "index-not-concurrent", "warn",
+                         f"CREATE INDEX on existing table {table} blocks its writes for the whole build; "
+                         "use CREATE INDEX CONCURRENTLY in an autocommit_block().", stmt)
+        if _DROP_INDEX_CONC.search(stmt) and self.in_transaction:
+            self.add(line, "concurrently-in-transaction", "error",
+                     "DROP/REINDEX ... CONCURRENTLY cannot run inside a transaction block; use autocommit_block().",
+                     stmt)
+
+    def alter_table(self, line: int, stmt: str) -> None:
         altered = _ALTER_TABLE.search(stmt)
-        if altered:
-            table = _name(altered.group(1))
-            for col in _CHECK_NOT_NULL.findall(stmt):
-                proven_not_null.add(f"{table}.{_name(col)}")
-            if table not in new_tables:
-                for col in _SET_NOT_NULL.findall(stmt):
-                    if f"{table}.{_name(col)}" not in proven_not_null:
-                        add(line, "set-not-null-scan", "warn",
-                            f"SET NOT NULL on {table}.{_name(col)} scans the whole table under an ACCESS EXCLUSIVE "
-                            "lock; add a CHECK (... IS NOT NULL) NOT VALID constraint and VALIDATE it first.", stmt)
-                add_col = _ADD_NOT_NULL_NO_DEFAULT.search(stmt)
-                if add_col and "DEFAULT" not in add_col.group(0).upper():
-                    add(line, "add-not-null-without-default", "warn",
-                        f"Adding a NOT NULL column without a default fails if {table} has rows; add it nullable, "
-                        "backfill, then set NOT NULL (or give a server default).", stmt)
-                if _FOREIGN_KEY.search(stmt) and "NOT VALID" not in stmt.upper():
-                    add(line, "foreign-key-validation", "warn",
-                        f"Adding a foreign key to existing table {table} scans it while blocking writes; add it "
-                        "NOT VALID, then VALIDATE CONSTRAINT in a later step.", stmt)
-        whole = _WHOLE_TABLE_WRITE.match(stmt.rstrip(";"))
-        if whole and _name(whole.group(2)) not in new_tables and "alembic_version" not in stmt.lower():
-            add(line, "whole-table-write", "warn",
-                f"{whole.group(1).split()[0].upper()} without WHERE touches every row of {_name(whole.group(2))} "
-                "in one transaction; batch it.", stmt)
-    return findings
+        if not altered:
+            return
+        table = _name(altered.group(1))
+        for col in _CHECK_NOT_NULL.findall(stmt):
+            self.proven_not_null.add(f"{table}.{_name(col)}")
+        if table in self.new_tables:
+            return
+        for col in _SET_NOT_NULL.findall(stmt):
+            if f"{table}.{_name(col)}" not in self.proven_not_null:
+                self.add(line, "set-not-null-scan", "warn",
+                         f"SET NOT NULL on {table}.{_name(col)} scans the whole table under an ACCESS EXCLUSIVE "
+                         "lock; add a CHECK (... IS NOT NULL) NOT VALID constraint and VALIDATE it first.", stmt)
+        add_col = _ADD_NOT_NULL_NO_DEFAULT.search(stmt)
+        if add_col and "DEFAULT" not in add_col.group(0).upper():
+            self.add(line, "add-not-null-without-default", "warn",
+                     f"Adding a NOT NULL column without a default fails if {table} has rows; add it nullable, "
+                     "backfill, then set NOT NULL (or give a server default).", stmt)
+        if _FOREIGN_KEY.search(stmt) and "NOT VALID" not in stmt.upper():
+            self.add(line, "foreign-key-validation", "warn",
+                     f"Adding a foreign key to existing table {table} scans it while blocking writes; add it "
+                     "NOT VALID, then VALIDATE CONSTRAINT in a later step.", stmt)
+
+
+def lint_sql(sql: str) -> list[dict[str, Any]]:
+    """The findings on a migration's offline SQL, in statement order."""
+    lint = _Lint()
+    for line, stmt in _statements(sql):
+        lint.statement(line, stmt)
+    return lint.findings

@@ -139,9 +139,10 @@ def test_wrong_password_fails_without_showing_any_password(seeded_db, password_r
     bad_url = url_with_credentials(seeded_db, user, wrong)
     good = take_backup(seeded_db, workdir)
 
-    backup = run_module("pg_backup", {"url": bad_url, "dest": str(workdir / "b")})
+    backup = run_module("pg_backup", {"url": bad_url, "dest": str(workdir / "b")}, real=True)
     target = target_db()
-    restore = run_module("pg_restore", {"url": url_with_credentials(target, user, wrong), "src": good["path"]})
+    restore = run_module("pg_restore", {"url": url_with_credentials(target, user, wrong), "src": good["path"]},
+                         real=True)
 
     for run in (backup, restore):
         assert run.rc != 0
@@ -164,7 +165,7 @@ def test_password_reaches_pg_dump_only_through_its_environment(seeded_db, passwo
     ))
     url = url_with_credentials(seeded_db, user, password)
 
-    backup = run_module("pg_backup", {"url": url, "dest": str(workdir / "b"), "pg_bin_dir": spy})
+    backup = run_module("pg_backup", {"url": url, "dest": str(workdir / "b"), "pg_bin_dir": spy}, real=True)
     assert backup.rc == 0, backup.output
     restore = run_module("pg_restore", {"url": url_with_credentials(target_db(), user, password),
                                         "src": backup.result["path"]})
@@ -266,7 +267,7 @@ def test_an_unforeseen_os_error_fails_clearly_without_a_traceback_or_the_passwor
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the backup directory's parent should be")
 
-    run = run_module("pg_backup", {"url": url, "dest": str(blocker / "backups")})
+    run = run_module("pg_backup", {"url": url, "dest": str(blocker / "backups")}, real=True)
 
     assert run.rc != 0
     assert run.result["msg"].startswith("Backup failed: NotADirectoryError")

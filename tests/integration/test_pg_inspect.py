@@ -9,8 +9,8 @@ import time
 
 import psycopg2
 import pytest
-from ansible.module_utils.db_inspect import run_smoke_queries
 from ansible.module_utils.pg_connection import parse_url
+from ansible.module_utils.smoke_queries import run_smoke_queries
 from support import ROOT, ansible_env, run_module, run_playbook, url_with_credentials
 
 pytestmark = pytest.mark.db
@@ -53,8 +53,8 @@ def app_db(pg_server, new_database) -> str:
     return url
 
 
-def _inspect(args: dict, check: bool = False) -> dict:
-    run = run_module("pg_inspect", args, check=check)
+def _inspect(args: dict, check: bool = False, real: bool = False) -> dict:
+    run = run_module("pg_inspect", args, check=check, real=real)
     assert run.rc == 0, run.output
     assert run.result["changed"] is False
     return run.result
@@ -68,7 +68,7 @@ def _counts(pg_server, url: str) -> dict:
 
 
 def test_reads_revision_exact_row_counts_and_server_facts(pg_server, app_db):
-    result = _inspect({"url": app_db})
+    result = _inspect({"url": app_db}, real=True)  # this module's run through the real ansible
     assert result["revision"] == [REVISION]
     # Exact counts, the version table left out, tables outside public named with their schema.
     assert result["row_counts"] == COUNTS

@@ -91,7 +91,8 @@ def test_clean_and_confirm_drop_and_recreate_the_target(seeded_db, target_db, wo
     sql(target, "CREATE TABLE stray (id int); DELETE FROM audit.events")
 
     run = run_module("pg_restore", {"url": target, "src": taken["path"], "clean": True, "confirm": True,
-                                    "source_database": parse_url(seeded_db).dbname})
+                                    "source_database": parse_url(seeded_db).dbname},
+                     real=True)  # this module's run through the real ansible
 
     assert run.rc == 0, run.output
     assert run.result["changed"] is True and run.result["cleaned"] is True and run.result["created"] is False

@@ -74,4 +74,10 @@ def test_add_column_with_default_and_versions_table_updates_are_quiet():
 
 def test_findings_carry_line_numbers():
     finding = lint_sql("-- comment\n\nBEGIN;\nDROP TABLE x;\nCOMMIT;")[0]
-    assert finding["line"] == 4 and finding["statement"] == "DROP TABLE x;"
+    assert finding["line"] == 4 and finding["statement"] == "DROP TABLE x"
+
+
+def test_a_commit_inside_a_tagged_dollar_quoted_do_block_is_found():
+    sql = "BEGIN;\nDO $body$\nBEGIN\n  UPDATE t SET a = 1;\n  COMMIT;\nEND\n$body$;\nCOMMIT;"
+    rules = [f["rule"] for f in lint_sql(sql)]
+    assert "commit-in-do-block" in rules

@@ -1,17 +1,11 @@
+"""Schema snapshots compared (module_utils/schema_snapshot.py): pure, no server."""
+
 import copy
 import json
-from decimal import Decimal
 
 import pytest
-from ansible.module_utils.db_inspect import (
-    check_snapshot,
-    diff_schemas,
-    json_value,
-    mask_sql_secrets,
-    qualified,
-    split_statements,
-)
 from ansible.module_utils.operator_error import OperatorError
+from ansible.module_utils.schema_snapshot import check_snapshot, diff_schemas
 
 
 def _column(type_="integer", nullable=True, default=None, identity=None, generated=None):
@@ -179,80 +173,3 @@ def test_check_snapshot_refuses_what_is_not_a_snapshot(bad):
 
 def test_check_snapshot_accepts_a_snapshot():
     assert check_snapshot(BASE) is BASE
-
-
-@pytest.mark.parametrize("sql, count", [
-    ("SELECT 1", 1),
-    ("SELECT 1;", 1),
-    ("  ;; SELECT 1 ; ; ", 1),
-    ("SELECT 1; SELECT 2", 2),
-    ("COMMIT; DELETE FROM users", 2),
-    ("SELECT ';' AS semi", 1),
-    ("SELECT 'it''s; fine'", 1),
-    ("SELECT E'a\\'; b'", 1),
-    ('SELECT 1 AS "odd;name"', 1),
-    ("SELECT $$;$$, $tag$ ; $$ ; $tag$", 1),
-    ("SELECT 1 -- trailing; comment\n", 1),
-    ("SELECT 1 /* a; /* nested; */ still; */", 1),
-    ("-- only a comment", 0),
-    ("", 0),
-    ("SELECT a$b FROM t; SELECT 2", 2),
-])
-def test_split_statements_counts_top_level_statements(sql, count):
-    assert len(split_statements(sql)) == count
-
-
-def test_json_value_keeps_json_scalars_and_stringifies_the_rest():
-    assert [json_value(v) for v in (None, True, 3, 2.5)] == [None, True, 3, 2.5]
-    assert json_value(Decimal("1.50")) == "1.50"
-    assert json_value(b"\x01\xff") == "\\x01ff"
-    assert json_value(["a"]) == "['a']"
-
-
-def test_mask_sql_secrets_hides_every_literal_and_truncates():
-    assert mask_sql_secrets("ALTER ROLE app PASSWORD 'S3cr3t'") == "ALTER ROLE app PASSWORD '********'"
-    for secret in ("E'Rot8ed\\'S3cret'", "U&'Rot8edS3cret'", "$p$Rot8edS3cret$p$", "$$Rot8edS3cret$$",
-                   "'it''s Rot8edS3cret'"):
-        masked = mask_sql_secrets(f"alter role r password {secret}; select 1 where a = 'b'")
-        assert "Rot8ed" not in masked and "S3cret" not in masked and masked.endswith("where a = '********'")
-    assert mask_sql_secrets("select * from users where id = $1") == "select * from users where id = $1"
-    assert mask_sql_secrets(None) is None
-    assert len(mask_sql_secrets("x" * 2000)) == 500
-
-
-def test_qualified_names_public_objects_without_schema():
-    assert qualified("public", "users") == "users"
-    assert qualified("audit", "events") == "audit.events"
-
-
-class _ScriptedCursor:
-    """Plays the catalog's answers in order; records what was executed."""
-
-    def __init__(self, columns, rows):
-        self.columns, self.rows, self.executed, self.description = columns, rows, [], None
-
-    def execute(self, query, params=None):
-        self.executed.append(repr(query))
-        self.description = [(c,) for c in self.columns] if "LIMIT 0" in repr(query) else None
-
-    def fetchone(self):
-        return ("public",)
-
-    def fetchall(self):
-        return self.rows
-
-
-@pytest.mark.parametrize("mean_column", ["mean_exec_time", "mean_time"])
-def test_top_statements_reads_either_generation_of_pg_stat_statements(mean_column):
-    from ansible.module_utils.db_inspect import _top_statements
-
-    total_column = mean_column.replace("mean", "total")
-    cur = _ScriptedCursor(["queryid", "query", "calls", mean_column, total_column, "rows"],
-                          [(42, "ALTER ROLE app PASSWORD 'S3cr3t'", 7, 12.34567, 86.4, 3)])
-    notes: list[str] = []
-    top = _top_statements(cur, notes)
-    assert top == [{"queryid": 42, "query": "ALTER ROLE app PASSWORD '********'", "calls": 7,
-                    "mean_exec_ms": 12.346, "total_exec_ms": 86.4, "rows": 3}]
-    assert notes == []
-    main_query = next(q for q in cur.executed if "ORDER BY" in q)
-    assert f"Identifier('{mean_column}')" in main_query and f"Identifier('{total_column}')" in main_query
