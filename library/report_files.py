@@ -33,12 +33,12 @@ author: release-migrations maintainers
 """
 
 EXAMPLES = r"""
-- name: Write report.json and report.md
+- name: Save the SQL preview and its lint findings beside the report
   report_files:
-    dir: "{{ rm_report_dir }}"
+    dir: "{{ preflight_result.report_dir }}"
     files:
-      report.json: "{{ rm_report | to_nice_json }}"
-      report.md: "{{ lookup('ansible.builtin.template', 'report.md.j2') }}"
+      preview.sql: "{{ preflight_result.preview_sql }}"
+      lint.json: "{{ preflight_result.preview_findings | to_nice_json }}"
 """
 
 RETURN = r"""

@@ -44,15 +44,15 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-written:
-  description: Paths written.
-  returned: always
-  type: list
-  elements: str
 outcome:
   description: The outcome written into the report.
   returned: always
   type: str
+written:
+  description: The two files written (report.json, report.md).
+  returned: always
+  type: list
+  elements: str
 """
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Planning a migration: the project's Alembic config, its revision graph, and what a target means.
 
-Wraps Alembic's own layers (STYLE.md): a ``Config`` built from the project's ``alembic.ini`` (relative
+Wraps Alembic's own layers: a ``Config`` built from the project's ``alembic.ini`` (relative
 paths resolve against its directory) and ``ScriptDirectory`` for the graph. Nothing here connects to a
 database: the current revision comes in, a :class:`Plan` goes out.
 """

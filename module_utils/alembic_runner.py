@@ -46,12 +46,12 @@ from ansible.module_utils.alembic_session import (
     session_settings,
 )
 from ansible.module_utils.operator_error import OperatorError
-from ansible.module_utils.pg_connection import ConnInfo, redact
+from ansible.module_utils.pg_connection import ConnInfo, ParsedOnce, redact
 from ansible.module_utils.sql_lint import lint_sql
 
 
 @dataclass
-class MigrationRequest:
+class MigrationRequest(ParsedOnce):
     url: str
     config: str | None = None
     script_location: str | None = None
@@ -76,8 +76,7 @@ class MigrationRequest:
     project: Project = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.conn is None:
-            self.conn = ConnInfo.parse(self.url)
+        super().__post_init__()
         self.project = Project(self.config, self.script_location, self.version_table, dict(self.x_arguments))
         self.settings = checked_settings(self.lock_timeout, self.statement_timeout)
 

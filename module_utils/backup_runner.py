@@ -61,7 +61,7 @@ from ansible.module_utils.pg_client_tools import (
     parse_compression,
     pg_dump_compression_args,
 )
-from ansible.module_utils.pg_connection import ConnInfo, server_version
+from ansible.module_utils.pg_connection import ConnInfo, ParsedOnce, server_version
 from ansible.module_utils.plain_dump import DUMP_COMPLETE_MARKER, verify_plain
 
 _CHUNK = 1 << 20
@@ -70,7 +70,7 @@ _DUMPED_FROM = re.compile(rb"Dumped from database version:? (\S+)")
 
 
 @dataclass
-class BackupRequest:
+class BackupRequest(ParsedOnce):
     url: str
     dest: str
     format: str = "plain"
@@ -86,10 +86,6 @@ class BackupRequest:
     verify_read: bool = False  # also read every byte back through pg_restore (slower, stronger)
     protect: list[str] = field(default_factory=list)  # never removed by retention
     conn: ConnInfo | None = field(default=None, repr=False)  # the module's url, parsed once at its entry
-
-    def __post_init__(self) -> None:
-        if self.conn is None:
-            self.conn = ConnInfo.parse(self.url)
 
 
 @dataclass

@@ -298,6 +298,18 @@ def _masked_text(base: str, driver: str | None, user, password, host, port, dbna
     return _url_text(scheme, user, password, host, port, dbname, shown, password_text=MASK)
 
 
+class ParsedOnce:
+    """For a request dataclass with ``url`` and ``conn`` fields: ``conn`` is the module's parse of ``url``
+    (handed over by the module shell), or parsed here when the request is made without it (tests, scripts)."""
+
+    url: str
+    conn: ConnInfo | None
+
+    def __post_init__(self) -> None:
+        if self.conn is None:
+            self.conn = ConnInfo.parse(self.url)
+
+
 # --- module-facing helpers -----------------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ from ansible.module_utils.pg_catalog import (
     version_table_oid,
 )
 from ansible.module_utils.pg_client_tools import ClientTools, find_client_tools, parse_client_version
-from ansible.module_utils.pg_connection import ConnInfo, server_version
+from ansible.module_utils.pg_connection import ConnInfo, ParsedOnce, server_version
 from ansible.module_utils.plain_dump import filtered_chunks
 
 MARKER_PREFIX = "release-migrations restored"
@@ -51,7 +51,7 @@ _RERUN = "The restore stopped at the first error; fix the cause and rerun with c
 
 
 @dataclass
-class RestoreRequest:
+class RestoreRequest(ParsedOnce):
     url: str
     src: str
     source_database: str | None = None
@@ -72,10 +72,6 @@ class RestoreRequest:
     max_backup_age: float | None = None
     check: bool = False
     conn: ConnInfo | None = field(default=None, repr=False)  # the module's url, parsed once at its entry
-
-    def __post_init__(self) -> None:
-        if self.conn is None:
-            self.conn = ConnInfo.parse(self.url)
 
 
 @dataclass

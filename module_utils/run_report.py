@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible.module_utils.backup_manifest import human_size
+
 TOP_ROWS = 10
 
 
@@ -125,14 +127,7 @@ def _cell(value: Any) -> str:
 
 
 def _size(value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "?"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{value} B"
+    return human_size(value) if isinstance(value, (int, float)) else "?"
 
 
 def _summary(r: dict[str, Any]) -> list[str]:

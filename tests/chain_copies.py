@@ -131,3 +131,23 @@ def upgrade():
 def downgrade():
     op.create_index("ix_releases_created_at", "releases", ["created_at"])
 '''
+
+
+# A revision whose upgrade works and whose downgrade names a column that does not exist.
+BROKEN_DOWNGRADE_REVISION = '''"""test: a revision whose downgrade fails"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "dead00000001"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("releases", sa.Column("channel", sa.String(20)))
+
+
+def downgrade():
+    op.drop_column("releases", "no_such_column")
+'''

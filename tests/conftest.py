@@ -175,3 +175,35 @@ def chain_db(new_database):
         return url
 
     return make
+
+
+@pytest.fixture(scope="session")
+def stats_server():
+    """A throwaway PostgreSQL 15 cluster with pg_stat_statements preloaded (Debian's binaries, run as the
+    postgres OS user, trust auth on 127.0.0.1 and a free port): admin URL. Stopped at the end of the session."""
+    import shutil
+    import socket
+    import tempfile
+
+    bin_dir = Path("/usr/lib/postgresql/15/bin")
+    if not (bin_dir / "initdb").exists() or shutil.which("runuser") is None:
+        pytest.skip("Debian's PostgreSQL 15 server binaries are not on this machine")
+    root = Path(tempfile.mkdtemp(prefix="rm-stats-pg-"))  # pytest's own tmp is private to root
+    root.chmod(0o777)
+    data = root / "data"
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = (f"-c shared_preload_libraries=pg_stat_statements -c port={port} -c listen_addresses=127.0.0.1 "
+               f"-c unix_socket_directories={root}")
+    subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
+                    str(root / "log"), "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -151,11 +151,8 @@ def call_module(module: str, args: dict, *, check: bool = False, env: dict | Non
     saved = dict(os.environ)
     os.environ.update({k: v for k, v in (env or {}).items() if v is not None})
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                loaded.main()
-            except SystemExit:
-                pass
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), contextlib.suppress(SystemExit):
+            loaded.main()
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -197,3 +194,20 @@ def local_vars(workdir: Path, **extra) -> dict:
 
 def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def schema_dump(url: str, bin_dir: str) -> str:
+    """The database's schema as pg_dump --schema-only prints it (an independent witness of "the same schema");
+    pg_dump's per-run \\restrict keys and its version comments are left out."""
+    from ansible.module_utils.pg_connection import ConnInfo
+
+    out = subprocess.run([f"{bin_dir}/pg_dump", "--schema-only", "--no-owner"], env=ConnInfo.parse(url).libpq_env(),
+                         capture_output=True, text=True, check=True).stdout
+    return "\n".join(line for line in out.splitlines()
+                     if not line.startswith(("\\restrict", "\\unrestrict", "-- Dumped")))
+
+
+def table_counts(url: str) -> dict[str, int]:
+    """count(*) of every table in public, by SQL."""
+    tables = [row[0] for row in sql(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+    return {t: sql(url, f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}

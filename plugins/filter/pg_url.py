@@ -19,9 +19,8 @@ import ansible.module_utils
 from ansible.errors import AnsibleFilterError
 
 # The project's module_utils, importable here as the modules import them (ansible.module_utils.<name>).
-_MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")
-if _MODULE_UTILS not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(_MODULE_UTILS)
+_UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")  # our module_utils, as the modules import them
+ansible.module_utils.__path__.extend([] if _UTILS in ansible.module_utils.__path__ else [_UTILS])
 
 from ansible.module_utils.operator_error import OperatorError  # noqa: E402
 from ansible.module_utils.pg_connection import ConnInfo, path_component, scratch_name  # noqa: E402

@@ -172,3 +172,55 @@ def test_create_database_makes_a_fresh_database_at_the_target(pg_server, target_
     assert made.result["database_created"] is True and revision_of(url) == [HEAD]
     again = migrate(url, create_database=True)
     assert again.result["changed"] is False and again.result["database_created"] is False
+
+
+def test_two_real_applies_at_once_one_migrates_and_the_other_is_refused_naming_it(new_database):
+    """Two runs of the runner, in two threads, on one database, at the same moment."""
+    import threading
+
+    from ansible.module_utils.alembic_runner import MigrationRequest, run
+    from ansible.module_utils.operator_error import OperatorError
+
+    url = new_database()
+    start = threading.Barrier(2)
+    outcomes: list = []
+
+    def apply() -> None:
+        start.wait()
+        try:
+            outcomes.append(run(MigrationRequest(url=url, config=CONFIG)))
+        except OperatorError as err:
+            outcomes.append(err)
+
+    threads = [threading.Thread(target=apply) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    done = [o for o in outcomes if isinstance(o, dict)]
+    refused = [o for o in outcomes if isinstance(o, OperatorError)]
+    assert len(done) == 1 and len(done[0]["applied"]) == 7
+    assert len(refused) == 1 and "Another migration is running" in refused[0].message
+    assert "held by pid" in refused[0].details["lock_holder"]
+    assert revision_of(url) == [HEAD]
+
+
+def test_a_run_that_planned_before_another_committed_plans_again_under_the_lock(new_database, tmp_path):
+    """B plans (7 pending) while A migrates; B waits for the lock, plans again under it, and applies nothing."""
+    import threading
+    import time
+
+    from ansible.module_utils.alembic_runner import MigrationRequest, inspect_plan, run
+    from chain_copies import SLOW_REVISION, chain_copy
+
+    url = new_database()
+    ini = str(chain_copy(tmp_path / "chain", SLOW_REVISION))  # its last revision sleeps 2 s
+    first = threading.Thread(target=lambda: run(MigrationRequest(url=url, config=ini)))
+    first.start()
+    time.sleep(0.5)
+    plan, _ = inspect_plan(MigrationRequest(url=url, config=ini))
+    assert plan.pending  # B's plan, made before A committed
+    second = run(MigrationRequest(url=url, config=ini, advisory_lock_wait=60))
+    first.join(timeout=120)
+    assert second["changed"] is False and second["applied"] == [] and second["pending"] == []
+    assert revision_of(url) == ["f00d00000001"]

@@ -3,12 +3,11 @@ main job, its idempotence, the dry run, the reports, and production's gates."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pytest
-from support import ROOT, revision_of, run_playbook, with_database
+from support import ROOT, local_vars, reports, revision_of, run_playbook, with_database
 
 pytestmark = [pytest.mark.db, pytest.mark.playbook]
 
@@ -17,14 +16,6 @@ def recap_changed(output: str) -> int:
     match = re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+)", output)
     assert match, f"no play recap in:\n{output[-3000:]}"
     return int(match.group(1))
-
-
-def reports(root: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(root.glob("*/*/*/report.json"))]
-
-
-def local_vars(workdir: Path, **extra) -> dict:
-    return {"rm_backup_dir": str(workdir / "backups"), "rm_reports_root": str(workdir / "reports"), **extra}
 
 
 def test_migrate_to_head_then_second_run_changes_nothing(new_database, workdir):
@@ -41,7 +32,7 @@ def test_migrate_to_head_then_second_run_changes_nothing(new_database, workdir):
 
     first_report, second_report = reports(workdir / "reports")
     assert first_report["outcome"] == "migrated"
-    assert first_report["revision_before"] in (None, "", [])
+    assert first_report["revision_before"] is None and first_report["revision_after"] == head[0]
     assert first_report["applied"][-1] == "9c2b3f1a4e5d"
     assert Path(first_report["backup"]["path"]).exists()
     assert len(first_report["backup"]["sha256"]) == 64
@@ -54,7 +45,14 @@ def test_migrate_to_head_then_second_run_changes_nothing(new_database, workdir):
     preview = (run_dir / "preview.sql").read_text()
     assert "CREATE TABLE users" in preview
     assert "9c2b3f1a4e5d" in preview
-    assert "**MIGRATED**" in (run_dir / "report.md").read_text()
+    # report.md tells what report.json and the database say
+    md = (run_dir / "report.md").read_text()
+    assert "**MIGRATED**" in md and f"| Revision after | `{head[0]}` |" in md
+    assert first_report["backup"]["path"] in md and first_report["backup"]["sha256"] in md
+    assert all(f"| Apply {rev} (up) |" in md for rev in first_report["applied"])
+    assert len(first_report["applied"]) == 7 and first_report["steps"][0]["revision"] == "1a0c3e5f7b21"
+    assert first_report["row_counts_after"] == {"deployments": 0, "releases": 0, "user_roles": 0, "users": 0}
+    assert "| users | — | 0 |" in md
 
 
 def test_dry_run_saves_the_preview_and_changes_nothing(new_database, workdir):
