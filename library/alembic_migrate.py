@@ -26,7 +26,14 @@ description:
     plan, the last good revision for one transaction per revision).
   - In check mode (or with O(sql=true)) nothing is changed; the module returns what would run,
     including the offline SQL of exactly the pending revisions (the runbook's
-    C(alembic upgrade head --sql)) and a lint of that SQL for dangerous operations.
+    C(alembic upgrade head --sql)), revision by revision, with the sha256 an approval pins (RV(sql_sha256)).
+    The C(migration_lint) module lints it.
+  - The SQL is pinned. With O(expected_sql), the SQL is rendered again under the migration lock and a revision
+    whose SQL is not the one previewed (its file was edited since) is refused before anything runs.
+  - Each applied revision file's sha256 is kept with the database, in the comment of the version table (which
+    the app's C(alembic revision --autogenerate) never compares, and which C(pg_dump) keeps). Check mode
+    compares the applied revisions' files with it (RV(checksums)); a run records the revisions it applied and
+    any applied before checksums were kept.
   - Runs where the project's migrations live (the runner, or the app pod through the
     C(kubernetes.core.kubectl) connection). Needs C(alembic), C(sqlalchemy) and C(psycopg2) there (the
     driver the app uses, e.g. asyncpg, too).
@@ -117,6 +124,25 @@ options:
         CREATEDB). In check mode a missing database is planned from base and not created.
     type: bool
     default: false
+  expected_sql:
+    description:
+      - The approval hash of each pending revision as previewed, a dict of revision to sha256 (the
+        RV(revisions[].approval_sha256) of a check-mode run). The SQL is rendered again under the migration
+        lock; a revision whose hash differs is refused (the task fails, naming it) and nothing runs.
+      - In check mode the check is made on the preview too.
+    type: dict
+  record_checksums:
+    description:
+      - Keep the sha256 of each applied revision file in the version table's comment (after any text of the
+        team's own), so a revision edited after it was applied is found (RV(checksums)).
+    type: bool
+    default: true
+  accept_edited:
+    description:
+      - Applied revisions whose edited files were reviewed and accepted; their new checksum is recorded.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -207,16 +233,43 @@ steps:
   type: list
   elements: dict
 sql:
-  description: Offline SQL of the pending revisions (check mode or I(sql=true)).
-  returned: when pending revisions exist and check mode or sql
-  type: str
-sql_findings:
-  description:
-    - Lint findings on that SQL, each with C(line), C(rule), C(severity) (error/warn), C(message),
-      C(statement).
+  description: Offline SQL of the pending revisions (check mode or I(sql=true)); empty when it cannot render.
   returned: always
+  type: str
+sql_error:
+  description: Why the offline SQL could not be rendered (a revision reads the database while it runs).
+  returned: when the offline SQL could not be rendered
+  type: str
+sql_sha256:
+  description:
+    - The plan's approval hash - the sha256 of the plan's listing in C(sha256sum) format
+      (C(<approval_sha256>  <revision>.sql) per revision, in the order they run). Null when nothing is pending.
+  returned: check mode or sql
+  type: str
+  sample: 3f5d0c0b8e4f9a1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c
+sha256sums:
+  description:
+    - The plan's listing in C(sha256sum) format, one C(<approval_sha256>  <sql_file>) line per revision; its own
+      sha256 is RV(sql_sha256).
+  returned: check mode or sql
+  type: str
+revisions:
+  description:
+    - One entry per pending revision, in the order they run, with C(revision), C(description), C(path) (from the
+      ini's directory), C(file_sha256), C(sql) (its offline SQL), C(sql_file) (the name its SQL is saved under),
+      C(sql_sha256), C(approval_sha256) (the SQL's hash, or the file's), C(pinned_to) (C(sql), or C(file:) and
+      why) and C(downgrade) (C(ok), C(empty), C(raises), C(missing) or C(unknown)).
+  returned: check mode or sql
   type: list
   elements: dict
+checksums:
+  description:
+    - The applied revisions' files against the checksums kept with the database - C(matching) (how many
+      match a record), C(missing) (applied revisions without one), C(edited) (each with C(revision), C(path),
+      C(recorded), C(actual)). After a run also C(written), and the revisions C(recorded), C(backfilled),
+      C(accepted) or C(removed) by it, or a C(reason) it could not write them.
+  returned: when the database exists
+  type: dict
 duration_s:
   description: Wall time of the task in seconds.
   returned: always
@@ -277,6 +330,9 @@ ARGUMENT_SPEC = argument_spec(
     expected_pending={"type": "list", "elements": "str"},
     not_after={"type": "str"},
     compare_models={"type": "bool", "default": False},
+    expected_sql={"type": "dict"},
+    record_checksums={"type": "bool", "default": True},
+    accept_edited={"type": "list", "elements": "str", "default": []},
 )
 
 
@@ -307,6 +363,8 @@ def main() -> None:
             x_arguments={str(k): str(v) for k, v in p["x_arguments"].items()},
             create_database=p["create_database"], expected_pending=p["expected_pending"],
             not_after=p["not_after"] or None, compare_models=p["compare_models"],
+            expected_sql={str(k): str(v) for k, v in p["expected_sql"].items()} if p["expected_sql"] else None,
+            record_checksums=p["record_checksums"], accept_edited=p["accept_edited"],
         )
         result = safe_result(run(req, check=module.check_mode, sql_only=p["sql"]), req.conn)
         result["msg"] = _message(result)

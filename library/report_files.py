@@ -38,7 +38,7 @@ EXAMPLES = r"""
     dir: "{{ preflight_result.report_dir }}"
     files:
       preview.sql: "{{ preflight_result.preview_sql }}"
-      lint.json: "{{ preflight_result.preview_findings | to_nice_json }}"
+      lint.json: "{{ preview_lint | to_nice_json }}"
 """
 
 RETURN = r"""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ansible.module_utils.operator_error import OperatorError
@@ -32,6 +34,36 @@ class Project:
     def home(self) -> str:
         """The directory the project's own ``alembic`` command is run from: the ini's."""
         return os.path.dirname(self.ini) if self.ini else os.getcwd()
+
+
+@contextmanager
+def in_project_home(project: Project):
+    """Run where the project's own ``alembic`` command runs: in the ini's directory.
+
+    Python resolves a relative sys.path entry ('.', as ``prepend_sys_path = .`` adds) to the directory
+    that was current when it was first used; those cached finders are dropped so '.' means the ini's
+    directory while inside, and the caller's directory again after.
+    """
+    saved = os.getcwd()
+    _forget_relative_finders()
+    os.chdir(project.home)
+    try:
+        yield
+    finally:
+        os.chdir(saved)
+        _forget_relative_finders()
+
+
+def _forget_relative_finders() -> None:
+    for key in [k for k in sys.path_importer_cache if isinstance(k, str) and not os.path.isabs(k)]:
+        sys.path_importer_cache.pop(key, None)
+
+
+def error_text(exc: BaseException) -> str:
+    """The message of an exception from env.py or a revision, without SQLAlchemy's [SQL: ...] tail."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
+    return text.split("\n[SQL:")[0].strip()
 
 
 @dataclass

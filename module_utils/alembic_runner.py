@@ -19,20 +19,21 @@ that one run we keep what the runbook lacks:
 from __future__ import annotations
 
 import contextlib
-import io
-import os
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible.module_utils.alembic_offline import differing, render_plan
 from ansible.module_utils.alembic_plan import (
     Plan,
     Project,
     ancestry,
     build_config,
     check_direction,
+    error_text,
+    in_project_home,
     plan_for,
     resolve_target,
     script_directory,
@@ -47,7 +48,6 @@ from ansible.module_utils.alembic_session import (
 )
 from ansible.module_utils.operator_error import OperatorError
 from ansible.module_utils.pg_connection import ConnInfo, ParsedOnce, redact
-from ansible.module_utils.sql_lint import lint_sql
 
 
 @dataclass
@@ -72,6 +72,13 @@ class MigrationRequest(ParsedOnce):
     not_after: str | None = None
     # After the run, compare the app's models with the database (Alembic's `alembic check`).
     compare_models: bool = False
+    # {revision: approval sha256} as previewed (and approved): under the lock the SQL is rendered again and a
+    # revision whose SQL (or file) differs is refused before anything runs.
+    expected_sql: dict[str, str] | None = None
+    # Keep each applied revision file's sha256 with the database (the version table's comment).
+    record_checksums: bool = True
+    # Applied revisions whose edited files were reviewed and accepted: their new checksum is recorded.
+    accept_edited: list[str] = field(default_factory=list)
     conn: ConnInfo | None = field(default=None, repr=False)  # the module's url, parsed once at its entry
     project: Project = field(init=False, repr=False)
 
@@ -147,29 +154,6 @@ def recording(recorder: StepRecorder):
         MigrationContext.run_migrations = original
 
 
-@contextmanager
-def in_project_home(project: Project):
-    """Run where the project's own ``alembic`` command runs: in the ini's directory.
-
-    Python resolves a relative sys.path entry ('.', as ``prepend_sys_path = .`` adds) to the directory
-    that was current when it was first used; those cached finders are dropped so '.' means the ini's
-    directory while inside, and the caller's directory again after.
-    """
-    saved = os.getcwd()
-    _forget_relative_finders()
-    os.chdir(project.home)
-    try:
-        yield
-    finally:
-        os.chdir(saved)
-        _forget_relative_finders()
-
-
-def _forget_relative_finders() -> None:
-    for key in [k for k in sys.path_importer_cache if isinstance(k, str) and not os.path.isabs(k)]:
-        sys.path_importer_cache.pop(key, None)
-
-
 def _alembic_run(req: MigrationRequest, plan: Plan, recorder: StepRecorder) -> None:
     """``alembic upgrade TARGET`` (or downgrade) as the project's own command would run it."""
     from alembic import command
@@ -188,12 +172,6 @@ def _alembic_run(req: MigrationRequest, plan: Plan, recorder: StepRecorder) -> N
                 command.upgrade(cfg, target)
             else:
                 command.downgrade(cfg, target)
-
-
-def _error_text(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
-    return text.split("\n[SQL:")[0].strip()
 
 
 def _apply(req: MigrationRequest, plan: Plan, script) -> tuple[list[dict[str, Any]], int]:
@@ -236,14 +214,14 @@ def _failure(req: MigrationRequest, plan: Plan, script, exc: BaseException, step
     where = (",".join(left) or "base") if left is not None else "unknown (the connection was lost; run check mode)"
     if failed is None and type(exc).__name__ == "CommandError":
         return OperatorError(
-            f"Alembic refused the run before any revision ran: {_error_text(exc)}. The database is left at "
+            f"Alembic refused the run before any revision ran: {error_text(exc)}. The database is left at "
             f"revision {where}.",
             "Check the target revision and the project's scripts (`alembic history`); nothing was applied.",
             **details,
         )
     if failed is None:
         return OperatorError(
-            f"The project's env.py failed before any revision ran: {type(exc).__name__}: {_error_text(exc)}. "
+            f"The project's env.py failed before any revision ran: {type(exc).__name__}: {error_text(exc)}. "
             f"The database is left at revision {where}.",
             "Fix env.py or the settings it reads (environment variables, the ini, its imports); nothing was "
             "applied. Run `alembic current` with the project's own command to see the same error.",
@@ -255,7 +233,7 @@ def _failure(req: MigrationRequest, plan: Plan, script, exc: BaseException, step
     undone = (f" The run's transaction was rolled back, revisions {', '.join(rolled_back)} with it."
               if rolled_back else "")
     return OperatorError(
-        f"Revision {failed} failed ({plan.direction}grade): {_error_text(exc)}. "
+        f"Revision {failed} failed ({plan.direction}grade): {error_text(exc)}. "
         f"The database is left at revision {where}.{undone}{lock}",
         "Fix the migration and run again; the revisions before it are applied and recorded."
         if kept else "Fix the migration and run again; nothing was applied.",
@@ -280,34 +258,6 @@ def _kept(script, plan: Plan, left: tuple[str, ...] | None, steps: list[dict[str
     return [s for s in steps if s["revision"] not in now and s["revision"] in start]
 
 
-# --- preview --------------------------------------------------------------------------------------
-
-
-def offline_sql(req: MigrationRequest, plan: Plan) -> str:
-    """The SQL Alembic would run for exactly the pending revisions (``alembic upgrade A:B --sql``)."""
-    from alembic import command
-
-    if not plan.pending:
-        return ""
-    buf = io.StringIO()
-    cfg = build_config(req.project, req.conn, output=buf)
-    start, end = plan.from_revision, plan.target_revision or "base"
-    with in_project_home(req.project):
-        if plan.direction == "up":
-            command.upgrade(cfg, f"{start}:{end}" if start else end, sql=True)
-        else:
-            command.downgrade(cfg, f"{start}:{end}", sql=True)
-    return buf.getvalue()
-
-
-def _preview(req: MigrationRequest, plan: Plan) -> dict[str, Any]:
-    try:
-        text = offline_sql(req, plan)
-    except Exception as exc:  # noqa: BLE001 - a revision that queries the database cannot render offline
-        return {"sql": "", "sql_error": f"Offline SQL could not be rendered: {_error_text(exc)}"}
-    return {"sql": text, "sql_findings": lint_sql(text)}
-
-
 # --- the module's request -------------------------------------------------------------------------
 
 
@@ -315,7 +265,7 @@ def _plan_result(plan: Plan) -> dict[str, Any]:
     return {
         "from_revision": plan.from_revision, "target_revision": plan.target_revision, "direction": plan.direction,
         "pending": list(plan.pending), "heads": list(plan.heads), "current": list(plan.current), "applied": [],
-        "steps": [], "lock_retries_used": 0, "sql": "", "sql_findings": [],
+        "steps": [], "lock_retries_used": 0, "sql": "", "sql_sha256": None, "revisions": [],
     }
 
 
@@ -327,18 +277,27 @@ def run(req: MigrationRequest, *, check: bool = False, sql_only: bool = False) -
         from ansible.module_utils.scratch_database import ensure_database
 
         created = ensure_database(req.conn, True, check=check or sql_only)
-    plan, script = inspect_plan(req, database_missing=created and (check or sql_only))
+    result = _preview(req, created, sql_only) if check or sql_only else _migrate(req, created)
+    result["duration_s"] = round(time.monotonic() - started, 3)
+    return result
+
+
+def _preview(req: MigrationRequest, created: bool, sql_only: bool) -> dict[str, Any]:
+    """What would run: the plan, its SQL per revision (rendered twice, see alembic_offline), the checksums."""
+    plan, script = inspect_plan(req, database_missing=created)
     check_direction(plan, req.allow_downgrade, req.revision)
     result = {**_plan_result(plan), "database_created": created}
-    if check or sql_only or not plan.pending:
-        if plan.pending:
-            result.update(_preview(req, plan))
-        if req.compare_models and not sql_only:
-            result["models"] = _models(req, at_target=not plan.pending)
-        result.update(changed=(bool(plan.pending) or created) and not sql_only, to_revision=plan.from_revision,
-                      duration_s=round(time.monotonic() - started, 3))
-        return result
+    result.update(render_plan(req.project, req.conn, plan, script, twice=True))
+    _check_expected_sql(req, result["revisions"])
+    if not sql_only and not created:
+        result["checksums"] = checksums_on_record(req, script, plan.current)
+    if req.compare_models and not sql_only:
+        result["models"] = _models(req, at_target=not plan.pending)
+    result.update(changed=(bool(plan.pending) or created) and not sql_only, to_revision=plan.from_revision)
+    return result
 
+
+def _migrate(req: MigrationRequest, created: bool) -> dict[str, Any]:
     lock = advisory_lock(req.conn, req.version_table, req.advisory_lock_wait) if req.advisory_lock else nolock()
     with lock:
         # Someone may have migrated while we waited for the lock: plan again under it.
@@ -347,7 +306,14 @@ def run(req: MigrationRequest, *, check: bool = False, sql_only: bool = False) -
         _check_expected(req, plan)
         _check_deadline(req, plan)
         result = {**_plan_result(plan), "database_created": created}
-        steps, retries = _apply(req, plan, script) if plan.pending else ([], 0)
+        if plan.pending and req.expected_sql is not None:
+            _check_expected_sql(req, render_plan(req.project, req.conn, plan, script)["revisions"])
+        try:
+            steps, retries = _apply(req, plan, script) if plan.pending else ([], 0)
+        except OperatorError as failure:
+            failure.details["checksums"] = record_checksums(req, script, failure.details.get("applied") or [])
+            raise
+        result["checksums"] = record_checksums(req, script, [s["revision"] for s in steps])
     after = current_revisions(req.conn, req.version_table)
     if plan.pending and set(after) != set(plan.target):
         raise OperatorError(
@@ -357,11 +323,11 @@ def run(req: MigrationRequest, *, check: bool = False, sql_only: bool = False) -
             "instead of sqlalchemy.url): point url and the env at the same database.",
             revision_left=",".join(after) or None, applied=[s["revision"] for s in steps], steps=steps,
         )
-    result.update(changed=bool(steps) or created, to_revision=",".join(after) or None, current=list(after),
+    result.update(changed=bool(steps) or created or bool(result["checksums"].get("written")),
+                  to_revision=",".join(after) or None, current=list(after),
                   applied=[s["revision"] for s in steps], steps=steps, lock_retries_used=retries)
     if req.compare_models:
         result["models"] = _models(req, at_target=True)
-    result["duration_s"] = round(time.monotonic() - started, 3)
     return result
 
 
@@ -385,6 +351,69 @@ def _check_expected(req: MigrationRequest, plan: Plan) -> None:
         "Run again: a new run previews (and, in production, is approved for) what it will apply.",
         pending=plan.pending, expected_pending=list(req.expected_pending),
     )
+
+
+def _check_expected_sql(req: MigrationRequest, revisions: list[dict[str, Any]]) -> None:
+    """The SQL about to run must be the SQL that was previewed (and approved)."""
+    if req.expected_sql is None:
+        return
+    changed = differing(revisions, req.expected_sql)
+    if not changed:
+        return
+    named = "; ".join(f"{c['revision']} ({c['path']}): previewed {str(c['approved'])[:12]}, now {c['now'][:12]}"
+                      for c in changed)
+    raise OperatorError(
+        f"The SQL of {len(changed)} revision(s) is not the SQL that was previewed and approved: {named}. Someone "
+        "changed the revision file(s) after the preview. Nothing was changed.",
+        "Review the change, run the preview again (a dry run prints the new sha256) and have that SQL approved.",
+        sql_differs=changed,
+    )
+
+
+def checksums_on_record(req: MigrationRequest, script, current: tuple[str, ...]) -> dict[str, Any]:
+    """The applied revisions' files against the checksums kept with the database (read-only)."""
+    from ansible.module_utils.db_errors import explained
+    from ansible.module_utils.revision_checksums import applied_files, compare, read_recorded
+
+    conn = req.conn.connect()
+    try:
+        with explained("Reading the revision checksums"), conn.cursor() as cur:
+            found = read_recorded(cur, req.version_table)
+    finally:
+        conn.close()
+    return compare(applied_files(script, req.project, current), found[1] if found else {})
+
+
+def record_checksums(req: MigrationRequest, script, applied_now: list[str]) -> dict[str, Any]:
+    """Keep the applied revisions' checksums with the database; a failure to write them is reported, never
+    raised (the migration itself succeeded or failed on its own)."""
+    from ansible.module_utils.pg_catalog import read_revisions
+    from ansible.module_utils.revision_checksums import applied_files, compare, read_recorded, updated, write_recorded
+
+    if not req.record_checksums:
+        return {"written": False, "reason": "record_checksums is off"}
+    try:
+        conn = req.conn.connect()
+    except Exception as exc:  # noqa: BLE001 - reported in the result
+        return {"written": False, "reason": f"cannot connect: {error_text(exc)}"}
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '5s'")
+            found = read_recorded(cur, req.version_table)
+            if found is None:
+                return {"written": False, "reason": "no version table"}
+            own, recorded = found
+            files = applied_files(script, req.project, tuple(read_revisions(cur, req.version_table)))
+            keep, changes = updated(files, recorded, applied_now, req.accept_edited)
+            if keep != recorded:
+                write_recorded(cur, req.version_table, own, keep)
+        conn.commit()
+        return {"written": keep != recorded, **changes, **compare(files, keep)}
+    except Exception as exc:  # noqa: BLE001 - e.g. not the version table's owner: reported in the result
+        conn.rollback()
+        return {"written": False, "reason": f"could not write the checksums: {error_text(exc)}"}
+    finally:
+        conn.close()
 
 
 def _check_deadline(req: MigrationRequest, plan: Plan) -> None:

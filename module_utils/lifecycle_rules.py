@@ -7,6 +7,7 @@ how. Nothing here touches a database or a file.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -183,4 +184,57 @@ def smoke_verdicts(smoke: list[dict[str, Any]], revision: str | None) -> list[di
         if not entry.get("ok") and entry.get("sqlstate") in _NOT_THERE:
             entry["not_applicable"] = f"{_NOT_THERE[entry['sqlstate']]} at revision {revision or 'base'}"
         out.append(entry)
+    return out
+
+
+# --- approval pinned to the SQL ----------------------------------------------------------------------
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and bool(_SHA256.match(value.strip().lower()))
+
+
+def sql_approval(revisions: list[dict[str, Any]], sql_sha256: str | None, approved: Any,
+                 approved_revisions: dict[str, str] | None = None) -> dict[str, Any]:
+    """Whether the SQL this run would apply is the SQL that was approved (``approved_sql_sha256``).
+
+    ``approved_revisions`` ({revision: approval sha256} of the approved plan: the AWX artifact, or the
+    preview record of that hash) lets a refusal name the revisions whose SQL changed."""
+    listing = ", ".join(f"{e['revision']} {str(e.get('approval_sha256'))[:12]}" for e in revisions)
+    how = (f"Review this run's SQL (a dry run prints it and saves preview.sql) and pass "
+           f"-e approved_sql_sha256={sql_sha256} with -e approved_by=NAME")
+    approved = str(approved or "").strip().lower()
+    if not approved:
+        return {"ok": False, "differing": [], "message": f"Production applies only SQL that was approved, and "
+                f"approved_sql_sha256 is not set. This run's SQL has sha256 {sql_sha256} ({listing}). {how}."}
+    if not is_sha256(approved):
+        return {"ok": False, "differing": [], "message": f"approved_sql_sha256 '{approved[:70]}' is not a sha256 "
+                f"(64 hexadecimal characters). {how}."}
+    if approved == sql_sha256:
+        return {"ok": True, "differing": [], "message": f"The SQL is the approved SQL (sha256 {approved})."}
+    differing = _differing(revisions, approved_revisions or {})
+    named = ("; ".join(f"{d['revision']} ({d['path'] or 'no file'}): {d['why']}" for d in differing)
+             if differing else "which revision differs is unknown here (no record of the approved plan: "
+             "pass the approved plan's record, as the AWX workflow does, or run where its preview was made)")
+    return {"ok": False, "differing": differing, "message": (
+        f"The SQL this run would apply (sha256 {sql_sha256}) is not the approved SQL (sha256 {approved}): "
+        f"{named}. Nothing was changed. Review the change and have this SQL approved: {how}.")}
+
+
+def _differing(revisions: list[dict[str, Any]], approved: dict[str, str]) -> list[dict[str, Any]]:
+    if not approved:
+        return []
+    out = []
+    for entry in revisions:
+        want = approved.get(entry["revision"])
+        if want is None:
+            out.append({"revision": entry["revision"], "path": entry.get("path"), "why": "not in the approved plan"})
+        elif want not in (entry.get("approval_sha256"), entry.get("file_sha256")):
+            out.append({"revision": entry["revision"], "path": entry.get("path"),
+                        "why": f"its SQL changed (approved {want[:12]}, now {str(entry.get('approval_sha256'))[:12]})"})
+    planned = {e["revision"] for e in revisions}
+    out += [{"revision": rev, "path": None, "why": "approved, but not in this run's plan"}
+            for rev in approved if rev not in planned]
     return out

@@ -61,6 +61,16 @@ def _database_work_s(f: dict[str, Any]) -> float:
     return round(sum(float(p) for p in parts if isinstance(p, (int, float))), 3)
 
 
+def _sql(pre: dict[str, Any]) -> dict[str, Any] | None:
+    """The SQL the run previewed, per revision, and whether it was the approved SQL (without the SQL itself:
+    that is in preview.sql and sql/ beside the report)."""
+    if not pre.get("revisions"):
+        return None
+    keys = ("revision", "path", "approval_sha256", "pinned_to", "downgrade")
+    return {"sha256": pre.get("sql_sha256"), "error": pre.get("sql_error"), "approval": pre.get("sql_approval"),
+            "revisions": [{k: e.get(k) for k in keys} for e in pre["revisions"]]}
+
+
 def build_report(f: dict[str, Any]) -> dict[str, Any]:
     """The report of one run. ``f`` holds: outcome, environment, finished_at, and the roles' results
     (preflight, preview, backup, apply, verify, rollback, restore, drill), failure, writers_error,
@@ -98,8 +108,11 @@ def build_report(f: dict[str, Any]) -> dict[str, Any]:
         "lock_retries_used": apply.get("lock_retries_used"),
         "database_work_s": _database_work_s(f),
         "backup": _backup(f.get("backup")),
-        "preview": f.get("preview") or None,
-        "lint_findings": _get(f, "preview", "findings", default=pre.get("preview_findings") or []),
+        "preview": ({k: v for k, v in f["preview"].items() if k != "lint"} if f.get("preview") else None),
+        "sql": _sql(pre),
+        "lint": _get(f, "preview", "lint"),
+        "checksums": {"before": pre.get("checksums"),
+                      "after": apply.get("checksums") or (failure or {}).get("checksums")},
         "verify": verify,
         "failure": failure,
         "writers_error": f.get("writers_error") or None,
@@ -192,8 +205,9 @@ def _steps(r: dict[str, Any]) -> list[str]:
         lines.append(f"| Backup | {_cell(b.get('duration_s'))} | {detail} |")
     p = r.get("preview")
     if p:
-        lines.append(f"| Preview | {_cell(p.get('duration_s'))} | `{p.get('sql_path')}`, "
-                     f"{len(r.get('lint_findings') or [])} lint finding(s) |")
+        counts = (r.get("lint") or {}).get("counts") or {}
+        lines.append(f"| Preview | {_cell(p.get('duration_s'))} | `{p.get('sql_path')}`, lint: "
+                     f"{counts.get('error', 0)} error(s), {counts.get('warn', 0)} warning(s) |")
     for s in r.get("steps") or []:
         lines.append(f"| Apply {s.get('revision')} ({s.get('direction')}) | {_cell(s.get('duration_s'))} | "
                      f"{_cell(s.get('description'))} |")
@@ -260,15 +274,74 @@ def _models(r: dict[str, Any]) -> list[str]:
     return ["## The app's models (`alembic check`)", *lines, ""] if lines else []
 
 
-def _findings(r: dict[str, Any]) -> list[str]:
-    findings = r.get("lint_findings") or []
-    if not findings:
+def _sql_section(r: dict[str, Any]) -> list[str]:
+    sql = r.get("sql")
+    if not sql:
         return []
-    lines = ["## SQL lint findings", "| Severity | Rule | Where | Message |", "|---|---|---|---|"]
-    for f in findings:
-        where = f.get("revision") or (f"line {f['line']}" if f.get("line") else "")
-        lines.append(f"| {_cell(f.get('severity'))} | {_cell(f.get('rule'))} | {_cell(where)} | "
-                     f"{_cell(f.get('message'))} |")
+    lines = ["## The SQL", f"- sha256 of the plan: `{sql.get('sha256')}` (`sql/SHA256SUMS` beside this report)"]
+    approval = sql.get("approval") or {}
+    if approval:
+        verdict = "matches" if approval.get("ok") else "**DOES NOT MATCH**"
+        lines.append(f"- Approved SQL: `{approval.get('approved_sql_sha256') or 'none given'}` ({verdict})")
+        lines += [f"  - `{d['revision']}` ({d.get('path') or '—'}): {d['why']}"
+                  for d in approval.get("differing") or []]
+    if sql.get("error"):
+        lines.append(f"- {sql['error']}: each revision is pinned to its file")
+    lines += ["", "| Revision | File | sha256 | Pinned to | Downgrade |", "|---|---|---|---|---|"]
+    lines += [f"| `{e['revision']}` | {_cell(e.get('path'))} | `{str(e.get('approval_sha256'))[:16]}…` | "
+              f"{_cell(e.get('pinned_to'))} | {_cell(e.get('downgrade'))} |" for e in sql.get("revisions") or []]
+    return lines + [""]
+
+
+def _findings(r: dict[str, Any]) -> list[str]:
+    lint = r.get("lint") or {}
+    findings = [f for f in lint.get("findings") or [] if f.get("severity") != "info" or f.get("accepted")]
+    if not lint:
+        return []
+    counts = lint.get("counts") or {}
+    lines = ["## Migration lint (squawk " + str(lint.get("squawk_version")) + " and release-migrations' rules)",
+             f"- {counts.get('error', 0)} error(s), {counts.get('warn', 0)} warning(s), {counts.get('info', 0)} "
+             f"note(s) (in lint.json); blocking severities: {', '.join(lint.get('blocking_severities') or [])}"]
+    lines += [f"- Accepted after review: `{f['accepted']}` ({f.get('why')})" for f in lint.get("accepted") or []]
+    if lint.get("unused_accepts"):
+        lines.append(f"- Exceptions that matched nothing: {', '.join(lint['unused_accepts'])}")
+    if findings:
+        lines += ["", "| Severity | Rule | Revision | Line | Statement | Why | Safe pattern |",
+                  "|---|---|---|---|---|---|---|"]
+        for f in findings:
+            severity = "accepted" if f.get("accepted") else ("**BLOCKS**" if f.get("blocking") else f.get("severity"))
+            statement = _cell((f.get("statement") or "")[:80])
+            lines.append(f"| {severity} | {_cell(f.get('rule'))} ({f.get('source')}) | `{f.get('revision')}` | "
+                         f"{_cell(f.get('line'))} | `{statement}` | {_cell(f.get('why'))} | {_cell(f.get('fix'))} |")
+    return lines + [""]
+
+
+_CHECKSUM_CHANGES = (
+    ("recorded", "Recorded for the revisions applied"),
+    ("backfilled", "Recorded for revisions applied before checksums were kept"),
+    ("accepted", "Edited files accepted after review"),
+    ("removed", "Removed for revisions no longer applied"),
+)
+
+
+def _checksums(r: dict[str, Any]) -> list[str]:
+    before, after = (r.get("checksums") or {}).get("before"), (r.get("checksums") or {}).get("after")
+    if not before and not after:
+        return []
+    lines = ["## Revision checksums (kept in the version table's comment)"]
+    for e in (before or {}).get("edited") or []:
+        lines.append(f"- **EDITED since applied**: `{e['revision']}` ({e.get('path')}): recorded "
+                     f"`{str(e.get('recorded'))[:16]}…`, file now `{str(e.get('actual'))[:16]}…`")
+    if before and before.get("missing"):
+        lines.append(f"- Applied before checksums were kept: {len(before['missing'])} revision(s)")
+    if after:
+        for key, label in _CHECKSUM_CHANGES:
+            if after.get(key):
+                lines.append(f"- {label}: {', '.join(after[key])}")
+        if after.get("reason"):
+            lines.append(f"- Not written: {after['reason']}")
+    elif before:
+        lines.append(f"- {before.get('matching', 0)} applied revision(s) match their recorded checksum")
     return lines + [""]
 
 
@@ -314,7 +387,8 @@ def _monitoring(r: dict[str, Any]) -> list[str]:
 
 def render_markdown(report: dict[str, Any]) -> str:
     parts = (_summary(report) + _failure_and_rollback(report) + _steps(report) + _drill(report) + _models(report)
-             + _findings(report) + _smoke_and_counts(report) + _monitoring(report))
+             + _sql_section(report) + _findings(report) + _checksums(report) + _smoke_and_counts(report)
+             + _monitoring(report))
     if report.get("app_pod_log"):
         parts += [f"App pod log: `{report['app_pod_log']}`", ""]
     parts.append("Machine-readable: `report.json` beside this file.")

@@ -11,9 +11,10 @@ Here:
 1. the column is added nullable (a catalog-only change, a brief lock);
 2. rows are backfilled in batches walked by primary key, each committed on its own in an
    ``autocommit_block()`` so no batch holds row locks for long and a live app keeps writing;
-3. NOT NULL is proven by a ``CHECK ... NOT VALID`` constraint validated without blocking writes,
-   after which ``SET NOT NULL`` needs no table scan under its exclusive lock (PostgreSQL 12+);
-   the helper constraint is dropped again.
+3. NOT NULL is proven by a ``CHECK ... NOT VALID`` constraint, committed at once, then validated in a
+   transaction of its own (validating in the transaction that added it would scan the table while
+   holding the ADD's ACCESS EXCLUSIVE lock); after that ``SET NOT NULL`` needs no table scan under its
+   exclusive lock (PostgreSQL 12+), and the helper constraint is dropped again.
 Every step is safe to run again, so a run interrupted during the backfill can simply be retried.
 """
 
@@ -34,8 +35,10 @@ STATUS_EXPR = "CASE WHEN completed_at IS NOT NULL THEN 'completed' ELSE 'pending
 
 def _backfill() -> None:
     if op.get_context().as_sql:
-        # Offline preview: the statement each batch runs, shown once for the whole table.
-        op.execute(f"UPDATE deployments SET status = {STATUS_EXPR} WHERE status IS NULL")
+        # Offline preview: the statement each batch runs (its first batch; the bounds move on by BATCH_SIZE ids).
+        op.execute(
+            f"UPDATE deployments SET status = {STATUS_EXPR} WHERE id > 0 AND id <= {BATCH_SIZE} AND status IS NULL"
+        )
         return
     bind = op.get_bind()
     last_id = 0
@@ -64,7 +67,8 @@ def upgrade() -> None:
     op.execute(
         "ALTER TABLE deployments ADD CONSTRAINT ck_deployments_status_not_null CHECK (status IS NOT NULL) NOT VALID"
     )
-    op.execute("ALTER TABLE deployments VALIDATE CONSTRAINT ck_deployments_status_not_null")
+    with op.get_context().autocommit_block():
+        op.execute("ALTER TABLE deployments VALIDATE CONSTRAINT ck_deployments_status_not_null")
     op.alter_column("deployments", "status", existing_type=sa.String(20), nullable=False)
     op.drop_constraint("ck_deployments_status_not_null", "deployments", type_="check")
 

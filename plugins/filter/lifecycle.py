@@ -6,6 +6,7 @@
     {{ 'migrate' | success_outcome(dry_run, pending, applied) }} -> migrated / up-to-date / dry-run / ...
     {{ rm_failure | rollback_plan(applied, backup_taken, allow_restore) }}
     {{ k8s_target_saved_replicas | writers_not_back(k8s_target_now) }} -> [{key, value, actual}]
+    {{ preflight_result.revisions | sql_approval(sha256, approved_sql_sha256, approved_revisions) }} -> {ok, message}
 """
 
 from __future__ import annotations
@@ -39,4 +40,6 @@ class FilterModule:
             "rollback_plan": lifecycle_rules.rollback_plan,
             "writers_not_back": lifecycle_rules.writers_not_back,
             "smoke_verdicts": lifecycle_rules.smoke_verdicts,
+            "sql_approval": lifecycle_rules.sql_approval,
+            "is_sha256": lifecycle_rules.is_sha256,
         }

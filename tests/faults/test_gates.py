@@ -4,17 +4,25 @@ with SQL PostgreSQL cannot run."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from chain_copies import CONCURRENT_IN_TRANSACTION_REVISION, chain_copy
+from chain_copies import CONCURRENT_IN_TRANSACTION_REVISION, GOOD_REVISION, chain_copy
+from runbook_revisions import DANGEROUS
 from support import ROOT, files_under, local_vars, reports, revision_of, run_playbook, sql
 
 pytestmark = [pytest.mark.db, pytest.mark.playbook]
 
 HEAD = "9c2b3f1a4e5d"
+REVISION_FILE = "alembic/versions/f00d00000001_test.py"
+
+
+def edit_revision(chain: Path) -> None:
+    path = chain / REVISION_FILE
+    path.write_text(path.read_text().replace("sa.String(50)", "sa.String(500)"))
 
 
 def production_vars(url: str, workdir: Path, **extra) -> dict:
@@ -45,7 +53,8 @@ def test_a_database_name_cannot_write_outside_the_reports_and_backup_directories
         escaped = name.rsplit("/", 1)[1]
         assert not list(workdir.parent.glob(f"{escaped}*")) and not list(Path("/tmp").glob(f"{escaped}*"))
         written = files_under(workdir)
-        roots = [(workdir / "reports" / "local").resolve(), (workdir / "backups").resolve()]
+        roots = [(workdir / "reports" / "local").resolve(), (workdir / "backups").resolve(),
+                 (workdir / "reports" / "sql-previews").resolve()]  # named by the SQL's sha256
         assert written and all(any(p.resolve().is_relative_to(r) for r in roots) for p in written)
         assert [p for p in written if p.name == "last-success.json"]
         assert [p for p in written if p.parent == workdir / "backups" and p.name.endswith(".sql.gz")]
@@ -98,7 +107,7 @@ def test_a_preview_with_sql_postgresql_cannot_run_stops_before_the_backup(chain_
     assert not (workdir / "backups").exists()
     report = reports(workdir / "reports")[-1]
     assert report["outcome"] == "failed" and report["rollback"] is None
-    assert [f for f in report["lint_findings"] if f["severity"] == "error"]
+    assert [f["rule"] for f in report["lint"]["blocking"]] == ["ban-concurrent-index-creation-in-transaction"]
 
 
 def test_a_run_whose_database_moved_while_it_waited_applies_nothing(chain_db, workdir):
@@ -152,3 +161,83 @@ def test_rollback_steps_zero_is_refused_not_taken_as_one(chain_db, workdir):
                           extra_vars=local_vars(workdir, rollback_steps=0))
     assert result.rc == 2 and "at least 1" in result.output
     assert revision_of(url) == [HEAD]
+
+
+def test_a_revision_edited_after_its_sql_was_approved_is_refused_naming_it(chain_db, workdir, tmp_path):
+    url = chain_db(users=3)
+    ini = chain_copy(tmp_path / "chain", GOOD_REVISION)
+    env = {"DATABASE_URL": url, "ALEMBIC_CONFIG": str(ini)}
+    gates = local_vars(workdir, preflight_require_sql_approval=True, approved_by="carol")
+
+    unapproved = run_playbook("playbooks/migrate.yml", env=env, extra_vars=gates)
+    assert unapproved.rc == 2 and "approved_sql_sha256 is not set" in unapproved.output
+    sha = reports(workdir / "reports")[-1]["sql"]["sha256"]
+    assert f"-e approved_sql_sha256={sha}" in unapproved.output  # the refusal says what to review and approve
+    assert revision_of(url) == [HEAD] and not (workdir / "backups").exists()
+    record = json.loads((workdir / "reports" / "sql-previews" / f"{sha}.json").read_text())
+    assert list(record["revisions"]) == ["f00d00000001"]
+
+    edit_revision(tmp_path / "chain")  # after the approval: the hash no longer matches; the refusal names it
+    refused = run_playbook("playbooks/migrate.yml", env=env, extra_vars={**gates, "approved_sql_sha256": sha})
+    assert refused.rc == 2, refused.output
+    assert f"f00d00000001 ({REVISION_FILE}): its SQL changed" in refused.output
+    assert revision_of(url) == [HEAD] and not (workdir / "backups").exists()
+    report = reports(workdir / "reports")[-1]
+    assert report["sql"]["approval"]["ok"] is False and report["outcome"] == "failed"
+
+    approved = report["sql"]["sha256"]  # the edited SQL, reviewed and approved in its turn
+    ran = run_playbook("playbooks/migrate.yml", env={**env, "ANSIBLE_SHOW_CUSTOM_STATS": "true"},
+                       extra_vars={**gates, "approved_sql_sha256": approved})
+    assert ran.rc == 0, ran.output
+    # What an AWX workflow's next node gets from this run (set_stats): the SQL it ran.
+    assert f"approved_sql_sha256: {approved}" in ran.output
+    assert revision_of(url) == ["f00d00000001"]
+    final = reports(workdir / "reports")[-1]
+    assert final["outcome"] == "migrated" and final["sql"]["approval"] == {
+        "approved_sql_sha256": approved, "ok": True, "differing": [], "source": "extra-var"}
+    assert (workdir / "reports" / final["report_dir"].split("/reports/")[1] / "sql" / "SHA256SUMS").is_file()
+
+
+def test_a_lint_error_stops_production_before_the_backup_and_a_reviewed_exception_lets_it_through(
+        chain_db, workdir, tmp_path):
+    url = chain_db(users=3)
+    ini = chain_copy(tmp_path / "chain", DANGEROUS["index-without-concurrently"][1])
+    gates = production_vars(url, workdir, rm_alembic_config=str(ini), approved_by="carol", rm_models_check="off",
+                            preflight_require_staging_revision=False, preflight_require_sql_approval=False)
+    refused = run_playbook("playbooks/migrate.yml", inventory="inventories/production", extra_vars=gates)
+    assert refused.rc == 2
+    assert "f00d00000001 (alembic/versions/f00d00000001_test.py) line" in refused.output
+    assert "[require-concurrent-index-creation]" in refused.output and "Nothing was changed" in refused.output
+    assert revision_of(url) == [HEAD] and not (workdir / "backups").exists()
+    assert [f["rule"] for f in reports(workdir / "reports")[-1]["lint"]["blocking"]] == [
+        "require-concurrent-index-creation"]
+
+    exception = "f00d00000001:require-concurrent-index-creation"
+    ran = run_playbook("playbooks/migrate.yml", inventory="inventories/production",
+                       extra_vars={**gates, "rm_lint_accept": [exception]})
+    assert ran.rc == 0, ran.output
+    assert revision_of(url) == ["f00d00000001"]
+    report = reports(workdir / "reports")[-1]
+    assert [f["accepted"] for f in report["lint"]["accepted"]] == [exception]
+    md = next((workdir / "reports").glob(f"production/*/{Path(report['report_dir']).name}/report.md")).read_text()
+    assert f"Accepted after review: `{exception}`" in md
+
+
+def test_an_applied_revision_edited_later_stops_production_and_warns_elsewhere(chain_db, workdir, tmp_path):
+    url = chain_db(users=3)
+    ini = chain_copy(tmp_path / "chain", GOOD_REVISION)
+    env = {"DATABASE_URL": url, "ALEMBIC_CONFIG": str(ini)}
+    assert run_playbook("playbooks/migrate.yml", env=env, extra_vars=local_vars(workdir)).rc == 0
+    edit_revision(tmp_path / "chain")
+
+    warned = run_playbook("playbooks/migrate.yml", env=env, extra_vars=local_vars(workdir))
+    said = " ".join(warned.output.split())  # the callback wraps long messages
+    assert warned.rc == 0 and "WARNING: 1 applied revision file(s) changed since they were applied" in said
+    assert f"f00d00000001 ({REVISION_FILE})" in said
+
+    refused = run_playbook("playbooks/migrate.yml", env=env,
+                           extra_vars=local_vars(workdir, preflight_refuse_edited_revisions=True))
+    assert refused.rc == 2 and "refuses to run until the files are restored as applied" in refused.output
+    edited = reports(workdir / "reports")[-1]["checksums"]["before"]["edited"]
+    assert [e["revision"] for e in edited] == ["f00d00000001"]
+    assert revision_of(url) == ["f00d00000001"]

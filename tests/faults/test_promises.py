@@ -17,7 +17,7 @@ from ansible.module_utils.db_inspect import inspect_database
 from ansible.module_utils.operator_error import OperatorError
 from ansible.module_utils.pg_connection import ConnInfo
 from chain_copies import BROKEN_REVISION, HEAD, SLOW_REVISION, UNDOWNGRADABLE_REVISION, chain_copy
-from support import ROOT, local_vars, reports, revision_of, run_playbook, sql
+from support import ROOT, local_vars, reports, revision_of, run_module, run_playbook, sql
 
 pytestmark = pytest.mark.db
 
@@ -140,10 +140,14 @@ def test_the_awx_approver_is_written_into_report_json(chain_db, workdir):
     staging = workdir / "reports" / "staging" / database
     staging.mkdir(parents=True)
     (staging / "last-success.json").write_text(json.dumps({"revision": HEAD}))
+    # What staging's migrate job handed on (set_stats) for the same plan: the SQL production may run.
+    plan = run_module("alembic_migrate", {"url": url, "config": str(ROOT / "alembic.ini")}, check=True).result
+    handed_on = {"approved_sql_sha256": plan["sql_sha256"],
+                 "approved_sql_revisions": {e["revision"]: e["approval_sha256"] for e in plan["revisions"]}}
     with AwxApiStandin(project_root=ROOT, users={"carol": "carol-pw", "reader": "reader-pw"},
                        tokens={"reader-token": "reader"}) as awx:
         job = awx.add_workflow_job(approvals=[{"name": "approve-production", "status": "successful",
-                                               "approver": "carol"}])
+                                               "approver": "carol"}], artifacts=handed_on)
         env = {"CONTROLLER_HOST": awx.url, "CONTROLLER_OAUTH_TOKEN": "reader-token", "CONTROLLER_VERIFY_SSL": "false"}
         result = run_playbook("playbooks/migrate.yml", inventory="inventories/production", env=env, extra_vars={
             "vault_rm_db_password": "unused", "rm_database_url": url, "rm_alembic_url": url,
@@ -152,4 +156,6 @@ def test_the_awx_approver_is_written_into_report_json(chain_db, workdir):
     assert result.rc == 0, result.output[-3000:]
     report = [r for r in reports(workdir / "reports") if r["environment"] == "production"][-1]
     assert (report["approved_by"], report["approval_source"], report["awx_job_id"]) == ("carol", "awx-approval", 4242)
+    assert report["sql"]["approval"] == {"approved_sql_sha256": plan["sql_sha256"], "ok": True, "differing": [],
+                                         "source": "awx-workflow"}
     assert revision_of(url) == [HEAD]

@@ -32,7 +32,7 @@ EXPECTED_TEMPLATES = {
     "migrate-staging": ("playbooks/migrate.yml", "release-migrations staging",
                         {"target_revision", "dry_run", "maintenance_mode"}),
     "migrate-production": ("playbooks/migrate.yml", "release-migrations production",
-                           {"target_revision", "dry_run", "maintenance_mode", "approved_by"}),
+                           {"target_revision", "dry_run", "maintenance_mode", "approved_by", "approved_sql_sha256"}),
     "rollback-production": ("playbooks/rollback.yml", "release-migrations production",
                             {"rollback_steps", "rollback_to", "approved_by"}),
     "restore-production": ("playbooks/restore.yml", "release-migrations production",
@@ -168,6 +168,10 @@ def test_workflow_goes_through_an_approval_before_production_and_rolls_back_on_f
     for identifier in ("approve-production", "approve-rollback"):
         assert runs(identifier)["unified_job_type"] == "workflow_approval"
         assert approvals[runs(identifier)["name"]]["timeout"] > 0
+    # The production approval says what it approves: the SQL staging's job handed on.
+    production_approval = approvals[runs("approve-production")["name"]]
+    assert "the SQL staging ran" in production_approval["name"]
+    assert "approved_sql_sha256" in production_approval["description"]
 
     assert edges("staging-migrate", "success_nodes") == {"staging-verify"}
     assert edges("staging-verify", "success_nodes") == {"approve-production"}
@@ -231,12 +235,16 @@ GATE_PLAYBOOK = """
   gather_facts: false
   vars:
     rm_environment: production
+    rm_reports_root: "{{ out_dir }}"
     preflight_require_approval: true
-    preflight_operation: drill   # only the approval gate applies
+    preflight_require_sql_approval: true
+    preflight_operation: "{{ gate_operation | default('drill') }}"   # drill: only the approval gate applies
   tasks:
-    - name: What preflight's context step records
+    - name: What preflight's context and plan steps record
       ansible.builtin.set_fact:
-        preflight_result: {database: release_manager, pending: [], inspect: {}}
+        preflight_result: >-
+          {{ {'database': 'release_manager', 'pending': [], 'inspect': {}, 'report_dir': out_dir}
+             | combine(gate_plan | default({})) }}
 
     - name: Gate
       block:
@@ -254,10 +262,18 @@ GATE_PLAYBOOK = """
             content: >-
               {{ {'approved_by': preflight_result.approved_by | default(none),
                   'source': preflight_result.approval_source | default(none),
+                  'sql': preflight_result.sql_approval | default(none),
                   'failure': gate_failure | default(none)} | to_json }}
             dest: "{{ out_dir }}/{{ inventory_hostname }}.json"
             mode: "0600"
 """
+
+
+# What production's preflight planned: one revision, its SQL's hash, the plan's hash.
+PLAN = {"pending": ["f00d00000001"], "sql_sha256": "cc" * 32, "revisions": [
+    {"revision": "f00d00000001", "path": "alembic/versions/f00d00000001_x.py", "approval_sha256": "aa" * 32,
+     "file_sha256": "bb" * 32}]}
+STAGING_HANDED_ON = {"approved_sql_sha256": "cc" * 32, "approved_sql_revisions": {"f00d00000001": "aa" * 32}}
 
 
 def approve(api: AwxApiStandin, approval_id: int, user: str, password: str, action: str = "approve") -> None:
@@ -281,6 +297,12 @@ def gate_results(awx, tmp_path_factory):
         {"name": "approve-production", "status": "successful", "approver": "carol"},
         {"name": "approve-rollback", "status": "successful", "approver": "dave"}])
     no_approval_node = awx.add_workflow_job(name="someone-elses-workflow")
+    staging_ran = awx.add_workflow_job(approvals=[{"name": "approve-production", "status": "successful",
+                                                   "approver": "carol"}], artifacts=STAGING_HANDED_ON)
+    staging_ran_other_sql = awx.add_workflow_job(
+        approvals=[{"name": "approve-production", "status": "successful", "approver": "carol"}],
+        artifacts={"approved_sql_sha256": "dd" * 32, "approved_sql_revisions": {"f00d00000001": "ee" * 32}})
+    migrate = {"gate_operation": "migrate", "gate_plan": PLAN}
     cases = {
         "approved": {"awx_workflow_job_id": approved},
         "denied_but_typed": {"awx_workflow_job_id": denied, "approved_by": "mallory"},
@@ -290,6 +312,12 @@ def gate_results(awx, tmp_path_factory):
         "outside_awx_typed": {"approved_by": "alice"},
         "outside_awx_nothing": {},
         "wrong_token": {"awx_workflow_job_id": approved, "preflight_awx_token": "not-a-token"},
+        "sql_handed_on_by_staging": {"awx_workflow_job_id": staging_ran, **migrate},
+        "sql_changed_since_staging": {"awx_workflow_job_id": staging_ran_other_sql, **migrate},
+        "sql_typed_inside_the_workflow": {"awx_workflow_job_id": staging_ran_other_sql,
+                                          "approved_sql_sha256": PLAN["sql_sha256"], **migrate},
+        "sql_typed_outside_awx": {"approved_by": "alice", "approved_sql_sha256": PLAN["sql_sha256"], **migrate},
+        "sql_not_approved_outside_awx": {"approved_by": "alice", **migrate},
     }
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     inventory = tmp / "hosts.yml"
@@ -306,7 +334,7 @@ def gate_results(awx, tmp_path_factory):
 
 
 def test_awx_approval_names_the_approver(gate_results):
-    assert gate_results["approved"] == {"approved_by": "carol", "source": "awx-approval", "failure": None}
+    assert gate_results["approved"] == {"approved_by": "carol", "source": "awx-approval", "failure": None, "sql": None}
 
 
 def test_latest_granted_approval_is_the_one_recorded(gate_results):
@@ -322,7 +350,8 @@ def test_ungranted_awx_approval_fails_the_gate(gate_results, case):
 
 
 def test_approved_by_counts_outside_an_approval_workflow(gate_results):
-    assert gate_results["outside_awx_typed"] == {"approved_by": "alice", "source": "extra-var", "failure": None}
+    assert gate_results["outside_awx_typed"] == {"approved_by": "alice", "source": "extra-var", "failure": None,
+                                                 "sql": None}
     assert gate_results["workflow_without_approval_node"]["approved_by"] == "erin"
     assert "needs an approval" in gate_results["outside_awx_nothing"]["failure"]
 
@@ -330,3 +359,24 @@ def test_approved_by_counts_outside_an_approval_workflow(gate_results):
 def test_unreadable_approval_fails_with_the_reason(gate_results):
     result = gate_results["wrong_token"]
     assert result["approved_by"] is None and "HTTP 401" in result["failure"]
+
+
+def test_the_workflow_carries_the_sql_staging_ran_through_the_approval_to_production(gate_results):
+    result = gate_results["sql_handed_on_by_staging"]
+    assert result["failure"] is None and result["approved_by"] == "carol"
+    assert result["sql"] == {"approved_sql_sha256": "cc" * 32, "ok": True, "differing": [], "source": "awx-workflow"}
+
+
+def test_production_refuses_sql_that_is_not_what_staging_handed_on_naming_the_revision(gate_results):
+    result = gate_results["sql_changed_since_staging"]
+    assert "is not the approved SQL" in result["failure"]
+    assert "f00d00000001 (alembic/versions/f00d00000001_x.py): its SQL changed" in result["failure"]
+    # Inside the workflow a hash typed at launch does not stand in for the one staging handed on.
+    typed = gate_results["sql_typed_inside_the_workflow"]
+    assert typed["sql"]["source"] == "awx-workflow" and "is not the approved SQL" in typed["failure"]
+
+
+def test_outside_awx_the_hash_comes_from_the_operator(gate_results):
+    assert gate_results["sql_typed_outside_awx"]["failure"] is None
+    assert gate_results["sql_typed_outside_awx"]["sql"]["source"] == "extra-var"
+    assert "approved_sql_sha256 is not set" in gate_results["sql_not_approved_outside_awx"]["failure"]

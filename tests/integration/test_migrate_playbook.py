@@ -112,8 +112,11 @@ def test_production_refuses_a_revision_staging_has_not_run_then_accepts_it(pg_se
         pg_server.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         pg_server.execute(f'CREATE DATABASE "{name}"')
 
+        # The SQL staging ran (its report's sha256) is what production was approved for.
+        staging_sql = [r for r in reports(workdir / "reports") if r["environment"] == "staging"][-1]["sql"]["sha256"]
         accepted = run_playbook("playbooks/migrate.yml", inventory="inventories/production",
-                                extra_vars=production_vars(url, workdir, approved_by="alice"))
+                                extra_vars=production_vars(url, workdir, approved_by="alice",
+                                                           approved_sql_sha256=staging_sql))
         assert accepted.rc == 0, accepted.output[-4000:]
         assert revision_of(url) == ["9c2b3f1a4e5d"]
         production_report = [r for r in reports(workdir / "reports") if r["environment"] == "production"][-1]

@@ -68,12 +68,13 @@ TYPES = {
     "workflow_jobs": "workflow_job",
     "workflow_job_nodes": "workflow_job_node",
     "workflow_approvals": "workflow_approval",
+    "jobs": "job",
 }
 # Unified job templates share one id space in AWX (a node or schedule points at any of them by id);
 # so do unified jobs.
 UJT_COLLECTIONS = ("job_templates", "workflow_job_templates", "projects", "inventory_sources",
                    "workflow_approval_templates")
-UNIFIED_JOB_COLLECTIONS = ("project_updates", "workflow_jobs", "workflow_approvals")
+UNIFIED_JOB_COLLECTIONS = ("project_updates", "workflow_jobs", "workflow_approvals", "jobs")
 UJT_KIND = {"job_templates": "job", "workflow_job_templates": "workflow_job", "projects": "project_update",
             "inventory_sources": "inventory_update", "workflow_approval_templates": "workflow_approval"}
 
@@ -456,17 +457,20 @@ class AwxApiStandin:
             self.dump_path.write_text(json.dumps(self.state(), indent=2, sort_keys=True))
 
     # --- workflow jobs (for the approval lookup) ------------------------------------------------------
-    def add_workflow_job(self, name: str = "release-migration", approvals: list[dict] | None = None) -> int:
-        """A workflow job that ran a job node and the given approval nodes.
+    def add_workflow_job(self, name: str = "release-migration", approvals: list[dict] | None = None,
+                         artifacts: dict | None = None) -> int:
+        """A workflow job that ran a job node (staging's migration, which handed on ``artifacts`` with
+        set_stats) and the given approval nodes.
 
         approvals: [{"name": "approve-production", "status": "pending"|"successful"|"failed",
                      "approver": "carol", "timed_out": False}, ...]. Returns the workflow job id.
         """
         with self._lock:
             wf_job = self._insert("workflow_jobs", {"name": name, "status": "running", "failed": False})
-            job = self._insert("project_updates", {"name": "migrate-staging", "status": "successful"})
+            job = self._insert("jobs", {"name": "migrate-staging", "status": "successful",
+                                        "artifacts": dict(artifacts or {})})
             self._insert("workflow_job_nodes", {"workflow_job": wf_job["id"], "job": job["id"],
-                                                "_job_collection": "project_updates", "identifier": "staging-migrate"})
+                                                "_job_collection": "jobs", "identifier": "staging-migrate"})
             for approval in approvals or []:
                 self.add_approval(wf_job["id"], **approval)
             return wf_job["id"]

@@ -24,11 +24,28 @@ VERIFY = {"revision": "9c2b3f1a4e5d", "schema_diff": [], "schema_checked": True,
           "row_counts": {"users": 10, "user_roles": 0}, "monitoring": None}
 
 
+LINT = {"counts": {"error": 0, "warn": 1, "info": 0}, "squawk_version": "2.70.0", "blocking_severities": ["error"],
+        "blocking": [], "unused_accepts": [], "statements": 4,
+        "accepted": [{"revision": "9c2b3f1a4e5d", "rule": "require-concurrent-index-creation", "severity": "error",
+                      "accepted": "9c2b:require-concurrent-index-creation", "why": "blocks writes", "line": 3,
+                      "statement": "CREATE INDEX ix ON users (name)", "fix": "CONCURRENTLY", "source": "squawk",
+                      "blocking": False}],
+        "findings": [{"revision": "9c2b3f1a4e5d", "rule": "ban-drop-table", "severity": "warn", "source": "squawk",
+                      "why": "Dropping a table deletes its rows", "fix": "Stop reading it first", "line": 7,
+                      "statement": "DROP TABLE legacy", "accepted": None, "blocking": False}]}
+SQL_PREFLIGHT = {
+    "sql_sha256": "cd" * 32, "sql_approval": {"approved_sql_sha256": "cd" * 32, "ok": True, "differing": []},
+    "revisions": [{"revision": "9c2b3f1a4e5d", "path": "alembic/versions/9c2b.py", "approval_sha256": "ef" * 32,
+                   "pinned_to": "sql", "downgrade": "ok", "sql": "BEGIN; CREATE TABLE user_roles (...); COMMIT;"}],
+    "checksums": {"matching": 6, "missing": [], "edited": [{"revision": "8f1a2b3c4d5e",
+                  "path": "alembic/versions/8f1a.py", "recorded": "aa" * 32, "actual": "bb" * 32}]},
+}
+
+
 def facts(**extra):
     return {"outcome": "migrated", "environment": "production", "finished_at": "2026-11-27T12:01:00Z",
             "awx_job_id": 4242, "preflight": PREFLIGHT, "apply": APPLY, "backup": BACKUP, "verify": VERIFY,
-            "preview": {"sql_path": "/r/preview.sql", "findings": [{"severity": "warn", "rule": "drop-table",
-                                                                   "message": "DROP TABLE deletes data"}]},
+            "preview": {"sql_path": "/r/preview.sql", "lint": LINT},
             **extra}
 
 
@@ -42,7 +59,7 @@ def test_the_json_report_carries_the_runs_facts():
     assert report["backup"]["sha256"] == "ab" * 32 and report["backup"]["planned_only"] is False
     assert report["database_work_s"] == 2.0 + 0.25 + 0.5 + 1.0 + 0.75
     assert report["row_counts_before"] == {"users": 10} and report["row_counts_after"]["user_roles"] == 0
-    assert report["lint_findings"][0]["rule"] == "drop-table"
+    assert report["lint"]["findings"][0]["rule"] == "ban-drop-table"
 
 
 def test_the_markdown_report_shows_what_an_operator_checks():
@@ -53,7 +70,8 @@ def test_the_markdown_report_shows_what_an_operator_checks():
     assert "| Apply 9c2b3f1a4e5d (up) | 0.9 | user roles |" in md
     assert "schema matches the revision" in md
     assert "`SELECT * FROM users WHERE id = $1` 1.25 ms × 40" in md  # pg_stat_statements' mean_exec_ms
-    assert "| users | 10 | 10 |" in md and "DROP TABLE deletes data" in md
+    assert "| users | 10 | 10 |" in md and "Dropping a table deletes its rows" in md
+    assert "Accepted after review: `9c2b:require-concurrent-index-creation`" in md
     assert "password" not in md.lower() or "********" in md
 
 
@@ -93,3 +111,25 @@ def test_report_files_are_written_atomically(tmp_path):
     written = write_files(str(tmp_path / "r"), {"a.md": "x", "b.json": "{}"})
     assert sorted(p.rsplit("/", 1)[1] for p in written) == ["a.md", "b.json"]
     assert not [p for p in (tmp_path / "r").iterdir() if p.name.startswith(".")]
+
+
+def test_the_sql_its_approval_and_the_checksums_are_in_the_report_without_the_sql_itself():
+    report = build_report(facts(preflight={**PREFLIGHT, **SQL_PREFLIGHT},
+                                apply={**APPLY, "checksums": {"recorded": ["9c2b3f1a4e5d"], "backfilled": ["1a0c"],
+                                                              "accepted": [], "removed": [], "written": True}}))
+    assert report["sql"]["sha256"] == "cd" * 32 and report["sql"]["approval"]["ok"] is True
+    assert "sql" not in report["sql"]["revisions"][0] and report["sql"]["revisions"][0]["pinned_to"] == "sql"
+    assert report["checksums"]["before"]["edited"][0]["revision"] == "8f1a2b3c4d5e"
+    md = render_markdown(report)
+    assert f"sha256 of the plan: `{'cd' * 32}`" in md and "(matches)" in md
+    assert "**EDITED since applied**: `8f1a2b3c4d5e` (alembic/versions/8f1a.py)" in md
+    assert "Recorded for the revisions applied: 9c2b3f1a4e5d" in md
+    assert "Recorded for revisions applied before checksums were kept: 1a0c" in md
+
+
+def test_an_sql_approval_that_does_not_match_names_the_revision():
+    pre = {**PREFLIGHT, **SQL_PREFLIGHT, "sql_approval": {
+        "approved_sql_sha256": "00" * 32, "ok": False,
+        "differing": [{"revision": "9c2b3f1a4e5d", "path": "alembic/versions/9c2b.py", "why": "its SQL changed"}]}}
+    md = render_markdown(build_report(facts(preflight=pre, outcome="failed")))
+    assert "**DOES NOT MATCH**" in md and "`9c2b3f1a4e5d` (alembic/versions/9c2b.py): its SQL changed" in md
