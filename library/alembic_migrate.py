@@ -131,6 +131,11 @@ options:
         lock; a revision whose hash differs is refused (the task fails, naming it) and nothing runs.
       - In check mode the check is made on the preview too.
     type: dict
+  expected_files:
+    description:
+      - The sha256 of each pending revision's file as previewed (RV(revisions[].file_sha256)); with it a refusal says
+        whether the file changed or only its SQL did (the clock, env.py or another module).
+    type: dict
   record_checksums:
     description:
       - Keep the sha256 of each applied revision file in the version table's comment (after any text of the
@@ -242,23 +247,25 @@ sql_error:
   type: str
 sql_sha256:
   description:
-    - The plan's approval hash - the sha256 of the plan's listing in C(sha256sum) format
-      (C(<approval_sha256>  <revision>.sql) per revision, in the order they run). Null when nothing is pending.
+    - The plan's approval hash - the sha256 of the plan's listing in C(sha256sum) format (RV(sha256sums)). Null
+      when nothing is pending.
   returned: check mode or sql
   type: str
   sample: 3f5d0c0b8e4f9a1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c
 sha256sums:
   description:
-    - The plan's listing in C(sha256sum) format, one C(<approval_sha256>  <sql_file>) line per revision; its own
-      sha256 is RV(sql_sha256).
+    - The plan's listing in C(sha256sum) format, per revision in the order they run - its SQL (C(<rev>.sql)) and its
+      file (C(<rev>.py)), or only its file when its SQL is not rendered or not the same twice; its own sha256 is
+      RV(sql_sha256).
   returned: check mode or sql
   type: str
 revisions:
   description:
     - One entry per pending revision, in the order they run, with C(revision), C(description), C(path) (from the
       ini's directory), C(file_sha256), C(sql) (its offline SQL), C(sql_file) (the name its SQL is saved under),
-      C(sql_sha256), C(approval_sha256) (the SQL's hash, or the file's), C(pinned_to) (C(sql), or C(file:) and
-      why) and C(downgrade) (C(ok), C(empty), C(raises), C(missing) or C(unknown)).
+      C(sql_sha256), C(approval_sha256) (the hash of its lines in RV(sha256sums)), C(pinned_to) (C(sql and file), or
+      C(file:) and why), C(source) (the file's text), C(downgrade) (C(ok), C(empty), C(raises), C(missing) or
+      C(unknown)) and, in check mode, C(downgrade_sql) and C(downgrade_error) (its way back, offline).
   returned: check mode or sql
   type: list
   elements: dict
@@ -331,6 +338,7 @@ ARGUMENT_SPEC = argument_spec(
     not_after={"type": "str"},
     compare_models={"type": "bool", "default": False},
     expected_sql={"type": "dict"},
+    expected_files={"type": "dict"},
     record_checksums={"type": "bool", "default": True},
     accept_edited={"type": "list", "elements": "str", "default": []},
 )
@@ -364,6 +372,7 @@ def main() -> None:
             create_database=p["create_database"], expected_pending=p["expected_pending"],
             not_after=p["not_after"] or None, compare_models=p["compare_models"],
             expected_sql={str(k): str(v) for k, v in p["expected_sql"].items()} if p["expected_sql"] else None,
+            expected_files={str(k): str(v) for k, v in (p["expected_files"] or {}).items()},
             record_checksums=p["record_checksums"], accept_edited=p["accept_edited"],
         )
         result = safe_result(run(req, check=module.check_mode, sql_only=p["sql"]), req.conn)

@@ -38,22 +38,31 @@ def file_sha256(path: str) -> str:
 
 
 def downgrade_kind(path: str) -> str:
-    """What the revision's ``downgrade()`` does: ``ok``, ``empty`` (only ``pass``, ``...`` or a docstring),
-    ``raises`` (its first real statement raises), ``missing``, or ``unknown`` (the file does not parse)."""
+    """What the revision's ``downgrade()`` does: ``ok``, ``empty`` (only ``pass``, ``...``, a docstring or a bare
+    ``return``), ``raises`` (a statement of its body raises), ``missing``, or ``unknown`` (the file does not
+    parse). A merge revision whose upgrade is as empty as its downgrade is ``ok``: there is nothing to undo."""
     try:
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read(), filename=path)
     except (OSError, SyntaxError, ValueError):
         return "unknown"
-    found = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == "downgrade"]
-    if not found:
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+    if "downgrade" not in functions:
         return "missing"
-    body = [n for n in found[-1].body
+    body = _real_statements(functions["downgrade"])
+    if any(isinstance(n, ast.Raise) for n in body):
+        return "raises"
+    if body:
+        return "ok"
+    upgrade = functions.get("upgrade")
+    return "ok" if upgrade is not None and not _real_statements(upgrade) else "empty"
+
+
+def _real_statements(function: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.stmt]:
+    return [n for n in function.body
             if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))  # docstring, `...`
-            and not isinstance(n, ast.Pass)]
-    if not body:
-        return "empty"
-    return "raises" if isinstance(body[0], ast.Raise) else "ok"
+            and not isinstance(n, ast.Pass)
+            and not (isinstance(n, ast.Return) and (n.value is None or isinstance(n.value, ast.Constant)))]
 
 
 def revision_files(script, project: Project, revisions: list[str]) -> list[dict[str, Any]]:
@@ -65,12 +74,22 @@ def revision_files(script, project: Project, revisions: list[str]) -> list[dict[
         out.append({
             "revision": rev,
             "sql_file": sql_file_name(rev),
+            "py_file": sql_file_name(rev)[:-4] + ".py",
             "description": ((sc.doc or "").strip() if sc is not None else ""),
             "path": os.path.relpath(path, project.home) if path else None,
             "file_sha256": file_sha256(path) if path and os.path.isfile(path) else None,
+            "source": _text_of(path),
             "downgrade": downgrade_kind(path) if path else "unknown",
         })
     return out
+
+
+def _text_of(path: str | None) -> str | None:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return f.read()
+    except (OSError, TypeError, UnicodeDecodeError):
+        return None
 
 
 @contextmanager
@@ -99,19 +118,44 @@ def _marking_steps(buf: io.StringIO, marks: list[tuple[str, int]]):
         MigrationContext.run_migrations = original
 
 
-def _render(project: Project, conn, plan: Plan) -> tuple[str, list[tuple[str, int]]]:
+def _render(project: Project, conn, plan: Plan, *, reverse: bool = False,
+            into: tuple[io.StringIO, list[tuple[str, int]]] | None = None) -> tuple[str, list[tuple[str, int]]]:
+    """One offline run of the plan (``reverse``: of its way back, target down to the start). ``into`` keeps
+    what was written and marked when the run raises half way."""
     from alembic import command
 
-    buf = io.StringIO()
-    marks: list[tuple[str, int]] = []
+    buf, marks = into or (io.StringIO(), [])
     cfg = build_config(project, conn, output=buf)
     start, end = plan.from_revision, plan.target_revision or "base"
+    if reverse:
+        start, end = end, start or "base"
     with in_project_home(project), _marking_steps(buf, marks), contextlib.redirect_stdout(sys.stderr):
-        if plan.direction == "up":
-            command.upgrade(cfg, f"{start}:{end}" if start else end, sql=True)
+        if (plan.direction == "up") != reverse:
+            command.upgrade(cfg, f"{start}:{end}" if start and start != "base" else end, sql=True)
         else:
             command.downgrade(cfg, f"{start}:{end}", sql=True)
     return buf.getvalue(), marks
+
+
+def downgrade_sql(project: Project, conn, plan: Plan) -> dict[str, dict[str, Any]]:
+    """The way back of an upgrade plan, offline: each pending revision's downgrade SQL, or why there is none
+    (a downgrade that raises stops the offline run there; the revisions below it are not rendered)."""
+    if plan.direction != "up" or not plan.pending:
+        return {}
+    buf, marks = io.StringIO(), []
+    error = None
+    try:
+        _render(project, conn, plan, reverse=True, into=(buf, marks))
+    except Exception as exc:  # noqa: BLE001 - a raising downgrade(): what rendered before it is kept
+        error = error_text(exc)
+    text = buf.getvalue()
+    out: dict[str, dict[str, Any]] = {}
+    cuts = [offset for _, offset in marks[1:]] + [len(text)]
+    for (rev, offset), end in zip(marks, cuts, strict=True):
+        out[rev] = {"sql": text[offset if out else 0:end], "error": None}
+    if error is not None and marks:
+        out[marks[-1][0]] = {"sql": None, "error": error}  # the step that was running when it raised
+    return out
 
 
 def _segments(text: str, marks: list[tuple[str, int]], pending: list[str]) -> dict[str, str]:
@@ -127,57 +171,112 @@ def sql_file_name(revision: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", revision).lstrip(".") + ".sql"
 
 
+def listing_lines(entry: dict[str, Any]) -> str:
+    """A revision's lines of the approval record (``sha256sum`` format): its SQL and its file."""
+    lines = f"{entry['sql_sha256']}  {entry['sql_file']}\n" if entry.get("pinned_to") == "sql and file" else ""
+    return lines + f"{entry['file_sha256']}  {entry['py_file']}\n"
+
+
 def approval_listing(revisions: list[dict[str, Any]]) -> str:
-    """The plan's approval record in ``sha256sum`` format (``SHA256SUMS`` beside the saved SQL files): one line
-    per revision, in the order they run. Its own sha256 is the plan's ``sql_sha256``."""
-    return "".join(f"{e['approval_sha256']}  {e['sql_file']}\n" for e in revisions)
+    """The plan's approval record in ``sha256sum`` format (``SHA256SUMS`` beside the saved SQL and revision
+    files), in the order the revisions run. Its own sha256 is the plan's ``sql_sha256``."""
+    return "".join(listing_lines(e) for e in revisions)
 
 
-def _pin(entry: dict[str, Any], part: str | None, again: str | None, rendered: bool) -> None:
-    """What the approval of one revision pins: its SQL, or its file when the SQL is not the same twice."""
+def _pin(entry: dict[str, Any], part: str | None, again: str | None, why_not: str | None) -> None:
+    """What the approval of one revision pins: its SQL and its file (the code that runs online may differ from
+    what renders offline), or only its file when its SQL cannot be rendered or is not the same twice."""
     entry["sql"] = part
     entry["sql_sha256"] = sha256_text(part) if part is not None else None
     if part is not None and (again is None or again == part):
-        entry.update(approval_sha256=entry["sql_sha256"], pinned_to="sql")
-        return
-    why = ("its SQL differs between two renders (clock or random values)" if part is not None
-           else "the plan's SQL could not be rendered offline" if not rendered
-           else "its SQL could not be told apart from the plan's")
-    entry.update(approval_sha256=entry["file_sha256"], pinned_to=f"file: {why}")
+        entry["pinned_to"] = "sql and file"
+    else:
+        why = "its SQL differs between two renders (clock or random values)" if part is not None else why_not
+        entry["pinned_to"] = f"file: {why or 'its SQL could not be rendered offline'}"
+    entry["approval_sha256"] = sha256_text(listing_lines(entry))
 
 
-def render_plan(project: Project, conn, plan: Plan, script, *, twice: bool = False) -> dict[str, Any]:
+def _render_each(project: Project, conn, plan: Plan, script) -> tuple[dict[str, str], dict[str, str]]:
+    """Each pending revision rendered on its own (from its first parent), for plans Alembic cannot render in one
+    offline run (several heads) and around a revision that cannot render: ({rev: sql}, {rev: why not})."""
+    parts, errors = {}, {}
+    for rev in plan.pending:
+        sc = script.get_revision(rev)
+        parents = [p for p in (sc.down_revision if isinstance(sc.down_revision, tuple | list)
+                               else [sc.down_revision]) if p]
+        one = Plan(tuple(parents[:1]), plan.heads, (rev,), "up", [rev])
+        try:
+            text, marks = _render(project, conn, one)
+        except Exception as exc:  # noqa: BLE001 - named per revision
+            errors[rev] = f"its SQL could not be rendered offline: {error_text(exc)}"
+            continue
+        at = [i for i, (r, _) in enumerate(marks) if r == rev]
+        if at:  # a merge renders the other branch first: only this revision's own step is kept
+            i = at[0]
+            parts[rev] = text[0 if i == 0 else marks[i][1]:marks[i + 1][1] if i + 1 < len(marks) else len(text)]
+    return parts, errors
+
+
+def _rendered(project: Project, conn, plan: Plan, script, twice: bool) -> tuple[dict, dict, dict, str, str | None]:
+    """(SQL per revision, a second render, why not per revision, the plan's text, the plan's error)."""
+    several = len(plan.current) > 1 or len(plan.target) > 1
+    if not several:
+        try:
+            text, marks = _render(project, conn, plan)
+            parts = _segments(text, marks, list(plan.pending))
+            again = _segments(*_render(project, conn, plan), list(plan.pending)) if twice else {}
+            return parts, again, {}, text, None
+        except Exception as exc:  # noqa: BLE001 - a revision that reads the database: the others still render
+            error = f"Offline SQL could not be rendered: {error_text(exc)}"
+    else:
+        error = None
+    parts, errors = _render_each(project, conn, plan, script)
+    again = _render_each(project, conn, plan, script)[0] if twice else {}
+    text = "".join(parts.get(rev) or "" for rev in plan.pending)
+    return parts, again, errors, text, error
+
+
+def render_plan(project: Project, conn, plan: Plan, script, *, twice: bool = False,
+                way_back: bool = False) -> dict[str, Any]:
     """The plan's offline SQL per revision and the sha256 an approval pins (see the module docstring).
 
     ``twice`` renders a second time: a revision whose SQL is not the same both times (it writes the clock or
-    a random value into its SQL) is pinned to its file instead, so an approval never depends on luck."""
+    a random value into its SQL) is pinned to its file only, so an approval never depends on luck.
+    ``way_back`` adds each revision's offline downgrade SQL (``downgrade_sql``, ``downgrade_error``)."""
     revisions = revision_files(script, project, list(plan.pending))
     if not plan.pending:
         return {"sql": "", "sql_sha256": None, "revisions": []}
-    result: dict[str, Any] = {"sql": ""}
-    try:
-        text, marks = _render(project, conn, plan)
-        parts = _segments(text, marks, list(plan.pending))
-        again = _segments(*_render(project, conn, plan), list(plan.pending)) if twice else {}
-        result["sql"] = text
-    except Exception as exc:  # noqa: BLE001 - a revision that reads the database cannot render offline
-        parts, again = {}, {}
-        result["sql_error"] = f"Offline SQL could not be rendered: {error_text(exc)}"
+    parts, again, errors, text, error = _rendered(project, conn, plan, script, twice)
     for entry in revisions:
-        _pin(entry, parts.get(entry["revision"]), again.get(entry["revision"]) if twice else None,
-             "sql_error" not in result)
-    result.update(revisions=revisions, sql_sha256=sha256_text(approval_listing(revisions)),
-                  sha256sums=approval_listing(revisions))
+        rev = entry["revision"]
+        _pin(entry, parts.get(rev), again.get(rev) if twice else None, errors.get(rev) or error)
+    result: dict[str, Any] = {"sql": text, "revisions": revisions, "sha256sums": approval_listing(revisions),
+                              "sql_sha256": sha256_text(approval_listing(revisions))}
+    missing = [e["revision"] for e in revisions if e["sql"] is None]
+    if missing:
+        result["sql_error"] = (f"The offline SQL of {', '.join(missing)} could not be rendered"
+                               + (f" ({error})" if error else "") + ": not shown, not linted, pinned to the files")
+    if way_back:
+        down = downgrade_sql(project, conn, plan) if len(plan.target) <= 1 and len(plan.current) <= 1 else {}
+        for entry in revisions:
+            found = down.get(entry["revision"], {"sql": None, "error": "not rendered"})
+            entry.update(downgrade_sql=found["sql"], downgrade_error=found["error"])
     return result
 
 
-def differing(now: list[dict[str, Any]], expected: dict[str, str]) -> list[dict[str, Any]]:
-    """The revisions whose approval hash is not the expected one ({revision: approval_sha256}); a revision
-    approved by its file is compared by its file."""
+def differing(now: list[dict[str, Any]], expected: dict[str, str],
+              files: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The revisions whose approval hash is not the expected one ({revision: approval_sha256}), each with why:
+    its file changed, or (with the expected ``files``) only its SQL did."""
     out = []
     for entry in now:
         want = expected.get(entry["revision"])
-        have = entry["file_sha256"] if want == entry["file_sha256"] else entry["approval_sha256"]
-        if want != have:
-            out.append({"revision": entry["revision"], "path": entry["path"], "approved": want, "now": have})
+        if want == entry["approval_sha256"]:
+            continue
+        before = (files or {}).get(entry["revision"])
+        why = ("its file changed" if before and before != entry["file_sha256"]
+               else "its SQL changed while its file did not (it depends on the clock, env.py or another module)"
+               if before else "its SQL or its file changed")
+        out.append({"revision": entry["revision"], "path": entry["path"], "approved": want,
+                    "now": entry["approval_sha256"], "why": why})
     return out

@@ -75,6 +75,7 @@ class MigrationRequest(ParsedOnce):
     # {revision: approval sha256} as previewed (and approved): under the lock the SQL is rendered again and a
     # revision whose SQL (or file) differs is refused before anything runs.
     expected_sql: dict[str, str] | None = None
+    expected_files: dict[str, str] | None = None  # {revision: file sha256} as previewed: says what changed
     # Keep each applied revision file's sha256 with the database (the version table's comment).
     record_checksums: bool = True
     # Applied revisions whose edited files were reviewed and accepted: their new checksum is recorded.
@@ -287,7 +288,7 @@ def _preview(req: MigrationRequest, created: bool, sql_only: bool) -> dict[str, 
     plan, script = inspect_plan(req, database_missing=created)
     check_direction(plan, req.allow_downgrade, req.revision)
     result = {**_plan_result(plan), "database_created": created}
-    result.update(render_plan(req.project, req.conn, plan, script, twice=True))
+    result.update(render_plan(req.project, req.conn, plan, script, twice=True, way_back=True))
     _check_expected_sql(req, result["revisions"])
     if not sql_only and not created:
         result["checksums"] = checksums_on_record(req, script, plan.current)
@@ -357,15 +358,14 @@ def _check_expected_sql(req: MigrationRequest, revisions: list[dict[str, Any]]) 
     """The SQL about to run must be the SQL that was previewed (and approved)."""
     if req.expected_sql is None:
         return
-    changed = differing(revisions, req.expected_sql)
+    changed = differing(revisions, req.expected_sql, req.expected_files)
     if not changed:
         return
-    named = "; ".join(f"{c['revision']} ({c['path']}): previewed {str(c['approved'])[:12]}, now {c['now'][:12]}"
-                      for c in changed)
+    named = "; ".join(f"{c['revision']} ({c['path']}): {c['why']} (previewed {str(c['approved'])[:12]}, now "
+                      f"{c['now'][:12]})" for c in changed)
     raise OperatorError(
-        f"The SQL of {len(changed)} revision(s) is not the SQL that was previewed and approved: {named}. Someone "
-        "changed the revision file(s) after the preview. Nothing was changed.",
-        "Review the change, run the preview again (a dry run prints the new sha256) and have that SQL approved.",
+        f"{len(changed)} revision(s) would not run what was previewed and approved: {named}. Nothing was changed.",
+        "Review the change, run the preview again (a dry run prints the new sha256) and have that approved.",
         sql_differs=changed,
     )
 

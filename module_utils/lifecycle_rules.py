@@ -143,20 +143,27 @@ def success_outcome(operation: str, dry_run: bool, pending: list[str], applied: 
 
 
 def rollback_plan(failure: dict[str, Any], applied: list[str], backup_taken: bool,
-                  allow_restore: bool) -> dict[str, Any]:
-    """Whether the rescue rolls back, and whether it may fall back to a restore.
+                  allow_restore: bool, way_back: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Whether the rescue rolls back, how (``method``, from the preview's way back of the applied revisions),
+    and whether it may fall back to a restore.
 
     Only what this run applied is undone; a run refused at the migration lock undid nothing and never
-    restores over the other run's work (the error carries ``lock_holder``).
+    restores over the other run's work (the error carries ``lock_holder``). A way back of ``forward-fix``
+    (an irreversible revision with nothing to restore, or a lossy downgrade not allowed) rolls nothing back.
     """
     ours = bool(applied) or bool(failure.get("applied")) or bool(failure.get("failed_revision"))
     other_run = bool(failure.get("lock_holder"))
+    way_back = way_back or {"method": "downgrade", "tables": [], "created": [], "why": "no plan"}
+    fix_forward = way_back["method"] == "forward-fix"
     return {
-        "roll_back": backup_taken and ours and not other_run,
+        "roll_back": backup_taken and ours and not other_run and not fix_forward,
         "restore_allowed": allow_restore and backup_taken and not other_run,
+        "method": way_back["method"], "tables": way_back.get("tables", []), "created": way_back.get("created", []),
         "reason": ("another migration holds the lock: nothing of ours to undo" if other_run
                    else "nothing was applied" if not ours
-                   else "no backup was taken" if not backup_taken else "this run applied revisions"),
+                   else "no backup was taken" if not backup_taken
+                   else f"the way back is a forward fix: {way_back['why']}" if fix_forward
+                   else f"this run applied revisions; {way_back['method']}: {way_back['why']}"),
     }
 
 
@@ -231,9 +238,10 @@ def _differing(revisions: list[dict[str, Any]], approved: dict[str, str]) -> lis
         want = approved.get(entry["revision"])
         if want is None:
             out.append({"revision": entry["revision"], "path": entry.get("path"), "why": "not in the approved plan"})
-        elif want not in (entry.get("approval_sha256"), entry.get("file_sha256")):
+        elif want != entry.get("approval_sha256"):
             out.append({"revision": entry["revision"], "path": entry.get("path"),
-                        "why": f"its SQL changed (approved {want[:12]}, now {str(entry.get('approval_sha256'))[:12]})"})
+                        "why": f"its SQL or its file changed (approved {want[:12]}, now "
+                               f"{str(entry.get('approval_sha256'))[:12]})"})
     planned = {e["revision"] for e in revisions}
     out += [{"revision": rev, "path": None, "why": "approved, but not in this run's plan"}
             for rev in approved if rev not in planned]

@@ -173,6 +173,23 @@ RULES: dict[str, tuple[str, str, str, str, str]] = {
         OURS, "warn", "LOCK TABLE holds its lock until the revision's transaction ends: traffic waits behind it.",
         "Take no explicit lock; let each statement take the lock it needs, under lock_timeout.",
         "LOCK TABLE users IN ACCESS EXCLUSIVE MODE;"),
+    "timeout-override": (
+        OURS, "error",
+        "The apply path runs every revision under lock_timeout and statement_timeout; a revision that changes them "
+        "can queue live traffic behind its locks for as long as it waits.",
+        "Leave the timeouts to the apply path (apply_lock_timeout, apply_statement_timeout); a long statement "
+        "belongs in an autocommit block with its own batches.", "SET lock_timeout = 0;"),
+    "sql-not-rendered": (
+        OURS, "error",
+        "The revision's SQL cannot be rendered offline (it reads the database while it runs): nobody can read, lint "
+        "or approve what it will do.",
+        "Guard database reads with `if not op.get_context().as_sql:` and emit the statement each step runs offline, "
+        "as release_manager's 4d3f6b8c0e54 does; or accept it after review.", "op.get_bind().execute(...).scalar()"),
+    "lint-ignore-comment": (
+        OURS, "warn", "A squawk ignore comment in a revision would switch the linter off by itself; here it has no "
+        "effect, and what it hid is reported.",
+        "Remove it; let a reviewed exception through with rm_lint_accept: [\"REVISION:RULE\"].",
+        "-- squawk-ignore-file"),
     "downgrade-missing": (
         OURS, "warn", "The revision has no real downgrade (empty, pass or raises): a failed release cannot go "
         "back through it, only forward or by restoring a backup.",

@@ -1,23 +1,19 @@
-"""A plan's statements on PostgreSQL's own parser (pglast), in the order they run, and our own rules.
+"""A plan's statements on PostgreSQL's own parser (pglast), in the order they run, with what Alembic knows.
 
-While walking the plan in order we know what Alembic knows: whether a statement runs inside a transaction
-(Alembic's BEGIN/COMMIT, and the COMMIT/BEGIN around an ``autocommit_block()``) and which tables earlier
-statements of the plan created (new and empty: lock and scan findings on them are dropped).
+While walking the plan in order we know: whether a statement runs inside a transaction (Alembic's BEGIN/COMMIT,
+and the COMMIT/BEGIN around an ``autocommit_block()``); which statements one ``op.execute()`` sent together
+(Alembic ends each with ``;`` and a blank line; PostgreSQL runs a multi-statement string as one transaction);
+which tables earlier statements of the plan created (new and empty: lock and scan findings on them are
+dropped), by schema and exact name, forgotten again when dropped or renamed; and which columns a validated
+``CHECK (col IS NOT NULL)`` already proves (a later ``SET NOT NULL`` then scans nothing).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible.module_utils.lint_rules import rule
-from ansible.module_utils.sql_text import split_with_lines
-
-_LIMIT = re.compile(r"\b(UPDATE|DELETE)\b[^;]*\bLIMIT\s+\S+", re.I | re.S)
-_DOLLAR = "$rm_lint$"
-_WRAPPER = "CREATE FUNCTION rm_lint_do() RETURNS void LANGUAGE plpgsql AS "
-_COMMIT = re.compile(r"(^|;)\s*(COMMIT|ROLLBACK)\b", re.I)
+from ansible.module_utils.sql_text import split_with_spans
 
 
 @dataclass
@@ -29,8 +25,12 @@ class Statement:
     node: Any  # pglast node, or None when it does not parse
     error: str | None
     in_transaction: bool
-    table: str | None  # the table it acts on, lower case, schema-less
+    table: str | None  # the table it acts on, as PostgreSQL names it (unquoted names folded to lower case)
     table_is_new: bool  # created earlier in the plan
+    schema: str | None = None
+    execute: int = 0  # statements with the same number were sent by one op.execute()
+    shared_execute: bool = False  # ... together with other statements
+    proven_not_null: bool = False  # a SET NOT NULL whose columns a validated CHECK already proves
 
 
 @dataclass
@@ -40,19 +40,22 @@ class Walk:
     version_table: str = "alembic_version"
     statements: list[Statement] = field(default_factory=list)
     starts_in_transaction: dict[str, bool] = field(default_factory=dict)
-    new_tables: set[str] = field(default_factory=set)
+    new_tables: set[tuple[str, str]] = field(default_factory=set)
     in_transaction: bool = False
+    not_null_checks: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # name: (table, col, valid)
+    proven: set[tuple[str, str]] = field(default_factory=set)  # (table, column)
 
 
-def _table_of(node: Any) -> str | None:
+def relation_of(node: Any) -> Any:
     relation = getattr(node, "relation", None)
     if relation is None and type(node).__name__ == "CreateTableAsStmt":
         relation = getattr(getattr(node, "into", None), "rel", None)
-    name = getattr(relation, "relname", None)
-    return name.lower() if name else None
+    if relation is None and type(node).__name__ == "TruncateStmt" and node.relations:
+        relation = node.relations[0]
+    return relation
 
 
-def _parse(text: str) -> tuple[Any, str | None]:
+def parse(text: str) -> tuple[Any, str | None]:
     from pglast import parse_sql
     from pglast.parser import ParseError
 
@@ -74,172 +77,100 @@ def _transaction_change(node: Any, now: bool) -> bool:
     return now
 
 
-def _statements(sql: str) -> list[tuple[int, str]]:
-    """(line of its first word, statement) at top-level semicolons, without the comment lines before each
-    (Alembic's ``-- Running upgrade`` among them)."""
-    out = []
-    for line, text in split_with_lines(sql):
+def _statements(sql: str) -> list[tuple[int, str, int]]:
+    """(line of its first word, statement, execute number) at top-level semicolons, without the comment lines
+    before each (Alembic's ``-- Running upgrade`` among them). A statement whose semicolon is not followed by
+    a blank line was sent in one string with the next."""
+    out, execute = [], 0
+    for line, text, end in split_with_spans(sql):
         lines = text.splitlines()
         while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
             lines.pop(0)
         if lines:
-            out.append((line, "\n".join(lines).strip()))
+            out.append((line, "\n".join(lines).strip(), execute))
+        if sql[end:end + 2] == "\n\n" or end >= len(sql.rstrip()):
+            execute += 1
     return out
 
 
+def _key(relation: Any) -> tuple[str, str]:
+    return (relation.schemaname or "public", relation.relname)
+
+
+def _track_tables(walk: Walk, node: Any) -> None:
+    """Tables created by the plan are new; dropped or renamed ones are forgotten (the new name is not new)."""
+    kind = type(node).__name__
+    if kind == "CreateStmt" and not node.if_not_exists or kind == "CreateTableAsStmt":
+        walk.new_tables.add(_key(relation_of(node)))
+    elif kind == "DropStmt" and getattr(node.removeType, "name", "") == "OBJECT_TABLE":
+        for name in node.objects or ():
+            parts = [getattr(p, "sval", "") for p in name]
+            walk.new_tables.discard((parts[-2] if len(parts) > 1 else "public", parts[-1]))
+    elif kind == "RenameStmt" and getattr(node.renameType, "name", "") == "OBJECT_TABLE" and node.relation:
+        old = _key(node.relation)
+        renamed = (old[0], node.newname)
+        if old in walk.new_tables:
+            walk.new_tables.add(renamed)
+        else:
+            walk.new_tables.discard(renamed)
+        walk.new_tables.discard(old)
+
+
+def _track_not_null(walk: Walk, node: Any) -> bool:
+    """Record CHECK (col IS NOT NULL) constraints and their validation; True for a SET NOT NULL they prove."""
+    from pglast import ast
+
+    if not isinstance(node, ast.AlterTableStmt) or node.relation is None:
+        return False
+    table, proven = node.relation.relname, True
+    sets = False
+    for cmd in node.cmds or ():
+        subtype = getattr(cmd.subtype, "name", "")
+        checked = _not_null_check(cmd.def_) if subtype == "AT_AddConstraint" else None
+        if checked:
+            name, column, valid = checked
+            walk.not_null_checks[name] = (table, column, valid)
+            if valid:
+                walk.proven.add((table, column))
+        elif subtype == "AT_ValidateConstraint" and cmd.name in walk.not_null_checks:
+            walk.proven.add(walk.not_null_checks[cmd.name][:2])
+        elif subtype == "AT_SetNotNull":
+            sets = True
+            proven = proven and (table, cmd.name) in walk.proven
+    return sets and proven
+
+
+def _not_null_check(constraint: Any) -> tuple[str, str, bool] | None:
+    from pglast import ast
+
+    if not isinstance(constraint, ast.Constraint) or getattr(constraint.contype, "name", "") != "CONSTR_CHECK":
+        return None
+    expr = constraint.raw_expr
+    if not isinstance(expr, ast.NullTest) or getattr(expr.nulltesttype, "name", "") != "IS_NOT_NULL":
+        return None
+    column = getattr(expr.arg, "fields", None)
+    if not column or not constraint.conname:
+        return None
+    return constraint.conname, column[-1].sval, not constraint.skip_validation
+
+
 def walk_plan(revisions: list[dict[str, Any]], version_table: str = "alembic_version") -> Walk:
-    """Every statement of the plan, parsed, with its transaction state and whether its table is new."""
+    """Every statement of the plan, parsed, with what was known when it ran (see the module docstring)."""
     walk = Walk(version_table=version_table.rpartition(".")[2].lower())
+    executes = 0
     for entry in revisions:
         walk.starts_in_transaction[entry["revision"]] = walk.in_transaction
-        for line, text in _statements(entry.get("sql") or ""):
-            node, error = _parse(text)
-            table = _table_of(node)
+        statements = _statements(entry.get("sql") or "")
+        counts = {e: sum(1 for s in statements if s[2] == e) for _, _, e in statements}
+        for line, text, execute in statements:
+            node, error = parse(text)
+            relation = relation_of(node)
+            key = _key(relation) if relation is not None and relation.relname else None
             walk.statements.append(Statement(
                 entry["revision"], line, line + text.count("\n"), text, node, error, walk.in_transaction,
-                table, table in walk.new_tables))
+                key[1] if key else None, key in walk.new_tables, key[0] if key else None,
+                executes + execute, counts[execute] > 1, _track_not_null(walk, node)))
             walk.in_transaction = _transaction_change(node, walk.in_transaction)
-            if type(node).__name__ in ("CreateStmt", "CreateTableAsStmt") and table:
-                walk.new_tables.add(table)
+            _track_tables(walk, node)
+        executes += len(counts) + 1
     return walk
-
-
-# --- our rules --------------------------------------------------------------------------------------
-
-
-def _finding(stmt: Statement, name: str, detail: str = "") -> dict[str, Any]:
-    return {"revision": stmt.revision, "line": stmt.line, "statement": " ".join(stmt.text.split())[:200],
-            "rule": name, "detail": detail, **rule(name)}
-
-
-def _do_body(node: Any) -> str | None:
-    for arg in node.args or ():
-        if arg.defname == "as":
-            return arg.arg.sval
-    return None
-
-
-def _do_block(stmt: Statement) -> list[dict[str, Any]]:
-    """UPDATE ... LIMIT, COMMIT in a transaction and unbatched writes inside a DO block's PL/pgSQL."""
-    from pglast import parse_plpgsql
-    from pglast.parser import ParseError
-
-    body = _do_body(stmt.node) or ""
-    found: list[dict[str, Any]] = []
-    try:
-        tree = parse_plpgsql(f"{_WRAPPER}{_DOLLAR}\n{body}\n{_DOLLAR}")
-    except ParseError as exc:
-        if _LIMIT.search(body):
-            found.append(_finding(stmt, "update-limit", "inside the DO block"))
-        else:
-            found.append(_finding(stmt, "syntax-error", f"inside the DO block: {exc}"))
-        commits = bool(_COMMIT.search(body))
-        queries: list[str] = []
-    else:
-        commits, queries = _plpgsql_facts(tree)
-    if commits and stmt.in_transaction:
-        found.append(_finding(stmt, "commit-in-do-block"))
-    for query in queries:
-        node, _ = _parse(query)
-        if _whole_table_write(node):
-            found.append(_finding(stmt, "unbatched-write", f"inside the DO block: {' '.join(query.split())[:120]}"))
-    return found
-
-
-def _plpgsql_facts(tree: Any) -> tuple[bool, list[str]]:
-    """(does it COMMIT or ROLLBACK, the SQL statements it runs) from pglast's PL/pgSQL tree."""
-    commits, queries = False, []
-    stack = [tree]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key, value in item.items():
-                if key in ("PLpgSQL_stmt_commit", "PLpgSQL_stmt_rollback"):
-                    commits = True
-                if key == "PLpgSQL_stmt_execsql":
-                    query = value.get("sqlstmt", {}).get("PLpgSQL_expr", {}).get("query")
-                    if query:
-                        queries.append(query)
-                stack.append(value)
-        elif isinstance(item, list):
-            stack.extend(item)
-    return commits, queries
-
-
-def _whole_table_write(node: Any) -> bool:
-    """An UPDATE/DELETE whose WHERE cannot bound it: none at all, or only NULL/boolean tests (the backfill
-    ``WHERE new_column IS NULL`` matches every row). A comparison with a value, IN or BETWEEN bounds it."""
-    if type(node).__name__ not in ("UpdateStmt", "DeleteStmt"):
-        return False
-    where = getattr(node, "whereClause", None)
-    return where is None or not _bounded(where)
-
-
-def _bounded(expr: Any) -> bool:
-    from pglast import ast
-
-    for node in _nodes(expr):
-        if isinstance(node, ast.SubLink):
-            return True
-        if isinstance(node, ast.A_Expr) and not (isinstance(node.lexpr, ast.ColumnRef)
-                                                 and isinstance(node.rexpr, ast.ColumnRef)):
-            return True
-    return False
-
-
-def _nodes(expr: Any):
-    from pglast import ast
-
-    stack = [expr]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, tuple | list):
-            stack.extend(item)
-        elif isinstance(item, ast.Node):
-            yield item
-            stack.extend(getattr(item, name) for name in item if getattr(item, name, None) is not None)
-
-
-def _option_names(node: Any, attribute: str) -> set[str]:
-    return {str(getattr(o, "defname", "")).lower() for o in (getattr(node, attribute, None) or ())}
-
-
-def _not_in_transaction(node: Any) -> bool:
-    kind = type(node).__name__
-    if kind in ("VacuumStmt", "CreatedbStmt", "DropdbStmt", "AlterSystemStmt"):
-        return True
-    if kind == "DropStmt" and getattr(node, "concurrent", False):
-        return True
-    return kind == "ReindexStmt" and "concurrently" in _option_names(node, "params")
-
-
-def _statement_rules(stmt: Statement, version_table: str) -> list[dict[str, Any]]:
-    if stmt.error is not None:
-        name = "update-limit" if _LIMIT.search(stmt.text) else "syntax-error"
-        return [_finding(stmt, name, stmt.error)]
-    node, kind, existing = stmt.node, type(stmt.node).__name__, not stmt.table_is_new
-    found = []
-    if kind == "DoStmt":
-        found += _do_block(stmt)
-    if _whole_table_write(node) and existing and stmt.table != version_table:
-        found.append(_finding(stmt, "unbatched-write"))
-    if stmt.in_transaction and _not_in_transaction(node):
-        found.append(_finding(stmt, "not-in-transaction"))
-    if existing and (kind == "ClusterStmt" or (kind == "VacuumStmt" and "full" in _option_names(node, "options"))):
-        found.append(_finding(stmt, "table-rewrite"))
-    if kind == "LockStmt":
-        found.append(_finding(stmt, "lock-table"))
-    return found
-
-
-def our_findings(walk: Walk, revisions: list[dict[str, Any]], direction: str = "up") -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for stmt in walk.statements:
-        found += _statement_rules(stmt, walk.version_table)
-    if direction == "up":
-        for entry in revisions:
-            if entry.get("downgrade") in ("empty", "raises", "missing"):
-                found.append({"revision": entry["revision"], "line": None, "statement": "def downgrade()",
-                              "rule": "downgrade-missing", "detail": f"downgrade() {entry['downgrade']}",
-                              **rule("downgrade-missing")})
-    return found

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ansible.module_utils.lint_own_rules import our_findings
 from ansible.module_utils.lint_rules import SEVERITIES
-from ansible.module_utils.lint_walk import our_findings, walk_plan
+from ansible.module_utils.lint_walk import walk_plan
 from ansible.module_utils.squawk_lint import squawk_findings, squawk_version
 
 DEFAULT_BLOCKING = ("error",)
@@ -21,6 +22,7 @@ def lint_plan(revisions: list[dict[str, Any]], *, direction: str = "up", version
               severity: dict[str, str] | None = None, accept: list[str] | None = None,
               blocking: list[str] | tuple[str, ...] = DEFAULT_BLOCKING, pg_version: str | None = None) -> dict:
     """Every finding on the plan, in the order the revisions run, settled for the environment."""
+    _check_settings(severity or {}, list(blocking), list(accept or []), revisions)
     walk = walk_plan(revisions, version_table)
     pg_version = squawk_pg_version(pg_version)
     order = {entry["revision"]: i for i, entry in enumerate(revisions)}
@@ -31,8 +33,30 @@ def lint_plan(revisions: list[dict[str, Any]], *, direction: str = "up", version
     result = settle(found, severity or {}, list(accept or []), list(blocking))
     unused = [a for a in (accept or []) if not any(f["accepted"] == a for f in result["accepted"])]
     result.update(squawk_version=squawk_version(), statements=len(walk.statements), unused_accepts=unused,
-                  blocking_severities=list(blocking))
+                  blocking_severities=list(blocking), severity_overrides=dict(severity or {}))
     return result
+
+
+def _check_settings(severity: dict[str, str], blocking: list[str], accept: list[str],
+                    revisions: list[dict[str, Any]]) -> None:
+    """A typo in an environment's lint settings must never open a gate silently."""
+    from ansible.module_utils.operator_error import OperatorError
+
+    bad = [b for b in blocking if b not in ("error", "warn", "info", "refused")]
+    if bad:
+        raise OperatorError(f"rm_lint_blocking names {', '.join(map(repr, bad))}, which is not a severity.",
+                            "Use error, warn, info or refused.")
+    bad = [f"{k}={v}" for k, v in severity.items() if str(v).lower() not in SEVERITIES]
+    if bad:
+        raise OperatorError(f"rm_lint_severity sets {', '.join(bad)}: not a severity.", "Use error, warn, info or off.")
+    ids = [e["revision"] for e in revisions]
+    for entry in accept:
+        revision, sep, name = str(entry).strip().rpartition(":")
+        matches = [i for i in ids if i == revision] or [i for i in ids if revision and i.startswith(revision)]
+        if not sep or not name or len(matches) > 1:
+            raise OperatorError(f"The lint exception '{entry}' is not REVISION:RULE naming one revision"
+                                f"{' (it matches ' + ', '.join(matches) + ')' if len(matches) > 1 else ''}.",
+                                "Write the revision's full id, ':' and the rule: 4d3f6b8c0e54:ban-drop-column.")
 
 
 def settle(findings: list[dict[str, Any]], severity: dict[str, str], accept: list[str],
@@ -41,8 +65,6 @@ def settle(findings: list[dict[str, Any]], severity: dict[str, str], accept: lis
     kept, accepted = [], []
     for f in findings:
         level = str(severity.get(f["rule"], f["severity"])).lower()
-        if level not in SEVERITIES:
-            level = f["severity"]
         if level == "off":
             continue
         f = {**f, "severity": level}
@@ -56,6 +78,7 @@ def settle(findings: list[dict[str, Any]], severity: dict[str, str], accept: lis
 
 
 def _accepts(entry: str, finding: dict[str, Any]) -> bool:
+    """REVISION:RULE, the revision by its id or a prefix naming one revision of the plan (checked before)."""
     revision, _, name = str(entry).strip().rpartition(":")
     return len(revision) >= 4 and finding["revision"].startswith(revision) and name == finding["rule"]
 

@@ -355,6 +355,8 @@ def _raw_userinfo_secrets(url: str) -> list[str]:
     if "@" not in rest:
         return []
     userinfo = rest.rsplit("@", 1)[0]
+    if ":" not in userinfo and "@" not in userinfo:
+        return []  # a user name alone holds no secret (masking it would mask every "postgres" in "postgresql")
     pieces = {userinfo, unquote(userinfo)}
     user, _, password = userinfo.partition(":")
     if password:

@@ -20,15 +20,15 @@ MARKER = "release-migrations revision checksums (sha256):"
 def parse_comment(comment: str | None) -> tuple[str, dict[str, str]]:
     """(the comment's own text, {revision: sha256}) from a version table's comment."""
     text = comment or ""
-    head, marker, tail = text.partition(MARKER)
+    head, marker, tail = text.rpartition(MARKER)  # ours is always last; the team's text may quote the marker
     if not marker:
         return text, {}
     try:
         found = json.loads(tail)
     except ValueError:
-        return head.rstrip(), {}
+        return text, {}
     if not isinstance(found, dict):
-        return head.rstrip(), {}
+        return text, {}
     return head.rstrip(), {str(k): str(v) for k, v in found.items()}
 
 

@@ -71,6 +71,14 @@ def _sql(pre: dict[str, Any]) -> dict[str, Any] | None:
             "revisions": [{k: e.get(k) for k in keys} for e in pre["revisions"]]}
 
 
+def _preview_parts(preview: dict[str, Any] | None) -> dict[str, Any]:
+    """The preview's lint, way back and app queries, each a section of its own."""
+    parts = ("lint", "way_back", "queries", "round_trips")
+    return {"preview": {k: v for k, v in preview.items() if k not in parts} if preview else None,
+            "lint": (preview or {}).get("lint"), "way_back": (preview or {}).get("way_back") or [],
+            "app_queries": (preview or {}).get("queries")}
+
+
 def build_report(f: dict[str, Any]) -> dict[str, Any]:
     """The report of one run. ``f`` holds: outcome, environment, finished_at, and the roles' results
     (preflight, preview, backup, apply, verify, rollback, restore, drill), failure, writers_error,
@@ -108,9 +116,8 @@ def build_report(f: dict[str, Any]) -> dict[str, Any]:
         "lock_retries_used": apply.get("lock_retries_used"),
         "database_work_s": _database_work_s(f),
         "backup": _backup(f.get("backup")),
-        "preview": ({k: v for k, v in f["preview"].items() if k != "lint"} if f.get("preview") else None),
+        **_preview_parts(f.get("preview")),
         "sql": _sql(pre),
-        "lint": _get(f, "preview", "lint"),
         "checksums": {"before": pre.get("checksums"),
                       "after": apply.get("checksums") or (failure or {}).get("checksums")},
         "verify": verify,
@@ -185,6 +192,12 @@ def _failure_and_rollback(r: dict[str, Any]) -> list[str]:
     if rollback:
         ok = "succeeded" if rollback.get("ok") else f"failed: {rollback.get('error')}"
         lines += ["## Rollback", f"- Method: {rollback.get('method')} ({ok})"]
+        if rollback.get("method") == "restore-tables" and rollback.get("ok"):
+            lines.append(f"- Restored from the backup: {', '.join(rollback.get('tables') or [])}; every other table "
+                         f"kept its writes. The replaced tables (and those the plan created: "
+                         f"{', '.join(rollback.get('moved_aside') or []) or 'none'}) are kept in schema "
+                         f"`{rollback.get('replaced_schema')}`; drop it when no longer needed. Swap: "
+                         f"{rollback.get('swap_s')} s.")
         if rollback.get("restored"):
             lines.append("- The downgrade failed; the pre-change backup was restored.")
         where = ("the revision the run started from" if rollback.get("at_start_revision")
@@ -324,6 +337,35 @@ _CHECKSUM_CHANGES = (
 )
 
 
+def _way_back(r: dict[str, Any]) -> list[str]:
+    plan = r.get("way_back") or []
+    if not plan:
+        return []
+    lines = ["## The way back, per revision (decided before apply)",
+             "| Revision | Kind | Why | Way back |", "|---|---|---|---|"]
+    for e in plan:
+        proven = "" if e.get("proven") else " (not proven on a scratch database)"
+        lines.append(f"| `{e['revision']}` | {e.get('kind')}{proven} | {_cell(e.get('why'))} | "
+                     f"**{(e.get('way_back') or {}).get('method')}**: {_cell((e.get('way_back') or {}).get('why'))} |")
+    return lines + [""]
+
+
+def _app_queries(r: dict[str, Any]) -> list[str]:
+    q = r.get("app_queries")
+    if not q:
+        return []
+    sources = q.get("sources") or {}
+    lines = ["## The running app's queries against the new schema",
+             f"- {q.get('checked', 0)} query(ies) checked with PREPARE after each revision "
+             f"({sources.get('stat_statements', 0)} from pg_stat_statements"
+             f"{' - ' + sources['stat_statements_unread'] if sources.get('stat_statements_unread') else ''}; "
+             f"files: {', '.join(sources.get('files') or []) or 'none'})"]
+    lines += [f"- **BROKEN by `{b['revision']}`**: `{b['query']}` - {b['error']}" for b in q.get("broken") or []]
+    if q.get("not_checkable"):
+        lines.append(f"- {len(q['not_checkable'])} query(ies) do not prepare before the migration either (not checked)")
+    return lines + [""]
+
+
 def _checksums(r: dict[str, Any]) -> list[str]:
     before, after = (r.get("checksums") or {}).get("before"), (r.get("checksums") or {}).get("after")
     if not before and not after:
@@ -387,7 +429,8 @@ def _monitoring(r: dict[str, Any]) -> list[str]:
 
 def render_markdown(report: dict[str, Any]) -> str:
     parts = (_summary(report) + _failure_and_rollback(report) + _steps(report) + _drill(report) + _models(report)
-             + _sql_section(report) + _findings(report) + _checksums(report) + _smoke_and_counts(report)
+             + _sql_section(report) + _findings(report) + _way_back(report) + _app_queries(report)
+             + _checksums(report) + _smoke_and_counts(report)
              + _monitoring(report))
     if report.get("app_pod_log"):
         parts += [f"App pod log: `{report['app_pod_log']}`", ""]

@@ -69,12 +69,11 @@ def _skip_quoted(query: str, i: int) -> int | None:
     return None
 
 
-def split_with_lines(query: str) -> list[tuple[int, str]]:
-    """(line number of its first character, statement) for each statement at a top-level semicolon.
-
-    Statements that are only blanks or comments are dropped.
+def split_with_spans(query: str) -> list[tuple[int, str, int]]:
+    """(line number of its first character, statement, offset just past its semicolon) for each statement at a
+    top-level semicolon (for the last one without a semicolon: the end). Blank or comment-only ones are dropped.
     """
-    out: list[tuple[int, str]] = []
+    out: list[tuple[int, str, int]] = []
     start, i, first = 0, 0, None
     while i < len(query):
         skipped = _skip_comment(query, i)
@@ -84,15 +83,23 @@ def split_with_lines(query: str) -> list[tuple[int, str]]:
         ch = query[i]
         if ch == ";":
             if first is not None:
-                out.append((query.count("\n", 0, first) + 1, query[start:i].strip()))
+                out.append((query.count("\n", 0, first) + 1, query[start:i].strip(), i + 1))
             start, i, first = i + 1, i + 1, None
             continue
         if not ch.isspace() and first is None:
             first = i
         i = _skip_quoted(query, i) or (i + 1)
     if first is not None:
-        out.append((query.count("\n", 0, first) + 1, query[start:].strip()))
+        out.append((query.count("\n", 0, first) + 1, query[start:].strip(), len(query)))
     return out
+
+
+def split_with_lines(query: str) -> list[tuple[int, str]]:
+    """(line number of its first character, statement) for each statement at a top-level semicolon.
+
+    Statements that are only blanks or comments are dropped.
+    """
+    return [(line, text) for line, text, _ in split_with_spans(query)]
 
 
 def split_statements(query: str) -> list[str]:

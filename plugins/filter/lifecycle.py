@@ -7,6 +7,8 @@
     {{ rm_failure | rollback_plan(applied, backup_taken, allow_restore) }}
     {{ k8s_target_saved_replicas | writers_not_back(k8s_target_now) }} -> [{key, value, actual}]
     {{ preflight_result.revisions | sql_approval(sha256, approved_sql_sha256, approved_revisions) }} -> {ok, message}
+    {{ preflight_result.revisions | way_back_plan(round_trips, allow_lossy, allow_restore) }} -> per revision
+    {{ preview_result.way_back | way_back_rollback(applied) }} -> {method, tables, created, why}
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ansible.errors import AnsibleFilterError
 _UTILS = str(Path(__file__).resolve().parents[2] / "module_utils")  # our module_utils, as the modules import them
 ansible.module_utils.__path__.extend([] if _UTILS in ansible.module_utils.__path__ else [_UTILS])
 
-from ansible.module_utils import lifecycle_rules  # noqa: E402
+from ansible.module_utils import lifecycle_rules, way_back  # noqa: E402
 
 
 def maintenance_window(window, now=None):
@@ -28,6 +30,10 @@ def maintenance_window(window, now=None):
     except ValueError as exc:
         raise AnsibleFilterError(f"{exc}. Fix preflight_maintenance_window, e.g. "
                                  "{days: [sat], start: '23:00', end: '01:00'}.") from None
+
+
+def way_back_plan(revisions, trips, allow_lossy=False, allow_restore=False):
+    return way_back.plan(revisions or [], trips or [], allow_lossy=bool(allow_lossy), allow_restore=bool(allow_restore))
 
 
 class FilterModule:
@@ -42,4 +48,6 @@ class FilterModule:
             "smoke_verdicts": lifecycle_rules.smoke_verdicts,
             "sql_approval": lifecycle_rules.sql_approval,
             "is_sha256": lifecycle_rules.is_sha256,
+            "way_back_plan": way_back_plan,
+            "way_back_rollback": way_back.rollback_method,
         }

@@ -4,7 +4,9 @@ with SQL PostgreSQL cannot run."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -180,7 +182,7 @@ def test_a_revision_edited_after_its_sql_was_approved_is_refused_naming_it(chain
     edit_revision(tmp_path / "chain")  # after the approval: the hash no longer matches; the refusal names it
     refused = run_playbook("playbooks/migrate.yml", env=env, extra_vars={**gates, "approved_sql_sha256": sha})
     assert refused.rc == 2, refused.output
-    assert f"f00d00000001 ({REVISION_FILE}): its SQL changed" in refused.output
+    assert f"f00d00000001 ({REVISION_FILE}): its SQL or its file changed" in " ".join(refused.output.split())
     assert revision_of(url) == [HEAD] and not (workdir / "backups").exists()
     report = reports(workdir / "reports")[-1]
     assert report["sql"]["approval"]["ok"] is False and report["outcome"] == "failed"
@@ -195,7 +197,11 @@ def test_a_revision_edited_after_its_sql_was_approved_is_refused_naming_it(chain
     final = reports(workdir / "reports")[-1]
     assert final["outcome"] == "migrated" and final["sql"]["approval"] == {
         "approved_sql_sha256": approved, "ok": True, "differing": [], "source": "extra-var"}
-    assert (workdir / "reports" / final["report_dir"].split("/reports/")[1] / "sql" / "SHA256SUMS").is_file()
+    # The approval can be checked by hand: each revision's SQL and file against SHA256SUMS, and its sha256.
+    sums = Path(final["report_dir"]) / "sql"
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=sums, capture_output=True, text=True)
+    assert checked.returncode == 0 and "f00d00000001.py: OK" in checked.stdout, checked.stdout + checked.stderr
+    assert hashlib.sha256((sums / "SHA256SUMS").read_bytes()).hexdigest() == approved
 
 
 def test_a_lint_error_stops_production_before_the_backup_and_a_reviewed_exception_lets_it_through(

@@ -86,13 +86,22 @@ def test_success_outcomes(operation, dry_run, pending, applied, outcome):
 
 
 def test_rollback_undoes_only_this_runs_work_and_never_restores_over_another_run():
-    assert rollback_plan({"failed_revision": "b"}, [], True, True) == {
-        "roll_back": True, "restore_allowed": True, "reason": "this run applied revisions"}
+    plan = rollback_plan({"failed_revision": "b"}, [], True, True)
+    assert (plan["roll_back"], plan["restore_allowed"], plan["method"]) == (True, True, "downgrade")
+    assert plan["reason"].startswith("this run applied revisions")
     other = rollback_plan({"lock_holder": "pid 9", "failed_revision": None}, [], True, True)
     assert not other["roll_back"] and not other["restore_allowed"] and "another migration" in other["reason"]
     assert not rollback_plan({}, [], True, True)["roll_back"]  # a gate failed: nothing to undo
     assert not rollback_plan({}, ["a"], False, True)["roll_back"]  # no backup, no rollback
     assert not rollback_plan({}, ["a"], True, False)["restore_allowed"]
+
+
+def test_rollback_follows_the_way_back_of_the_applied_revisions():
+    tables = {"method": "restore-tables", "tables": ["users"], "created": ["prefs"], "why": "a1 raises"}
+    plan = rollback_plan({}, ["a1"], True, False, tables)
+    assert plan["roll_back"] and plan["method"] == "restore-tables" and plan["tables"] == ["users"]
+    forward = rollback_plan({}, ["a1"], True, True, {"method": "forward-fix", "why": "lossy, not allowed"})
+    assert not forward["roll_back"] and "forward fix: lossy, not allowed" in forward["reason"]
 
 
 def test_writers_not_back_compares_the_api_with_the_saved_counts():

@@ -17,8 +17,15 @@ def test_the_comment_keeps_the_teams_own_text_and_round_trips():
 def test_a_comment_without_our_record_or_with_a_broken_one_has_no_checksums():
     assert parse_comment(None) == ("", {})
     assert parse_comment("Just a note") == ("Just a note", {})
-    assert parse_comment(f"note\n\n{MARKER} {{not json") == ("note", {})
-    assert parse_comment(f"{MARKER} [1, 2]") == ("", {})
+    broken = f"note\n\n{MARKER} {{not json"
+    assert parse_comment(broken) == (broken, {})  # not ours after all: kept as the team's text
+    assert parse_comment(f"{MARKER} [1, 2]") == (f"{MARKER} [1, 2]", {})
+
+
+def test_a_team_comment_that_quotes_the_marker_is_kept_whole():
+    own = f"We use {MARKER} for audits"
+    assert parse_comment(own) == (own, {})
+    assert parse_comment(comment_text(own, {"a1": "11" * 32})) == (own, {"a1": "11" * 32})
 
 
 def test_compare_finds_edited_and_missing_revisions():

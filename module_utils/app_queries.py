@@ -1,0 +1,110 @@
+"""The running app's queries, and whether each still prepares on a schema (expand/contract checked before apply).
+
+Queries come from the live database's ``pg_stat_statements`` (the top N by calls: normalized, with ``$n``
+parameters) and/or files the app ships (``.sql``, statements separated by semicolons). Only plain DML
+(``SELECT``/``INSERT``/``UPDATE``/``DELETE``, ``WITH``) is kept: it is what an app version runs, and
+``PREPARE`` parses, names and type-checks it without running it. A query that prepares before the plan and
+not after a revision means the app version still running breaks the moment that revision commits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.module_utils.sql_text import mask_sql_secrets, split_statements
+
+DML = ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt")
+TOP_N = 200
+# PREPARE failures that say nothing about the schema: a parameter whose type cannot be inferred.
+NOT_ABOUT_THE_SCHEMA = {"42P18", "42P08"}
+
+
+def dml_only(text: str) -> str | None:
+    """The statement if it is one plain DML statement PostgreSQL's parser accepts, else None."""
+    from pglast import parse_sql
+    from pglast.parser import ParseError
+
+    try:
+        parsed = parse_sql(text)
+    except ParseError:
+        return None
+    if len(parsed) != 1 or type(parsed[0].stmt).__name__ not in DML:
+        return None
+    return text.strip().rstrip(";").strip()
+
+
+def from_stat_statements(cur, limit: int = TOP_N) -> tuple[list[dict[str, Any]], str | None]:
+    """The current database's most called DML from pg_stat_statements, or ([], why not)."""
+    cur.execute("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_stat_statements'")
+    row = cur.fetchone()
+    if row is None:
+        return [], "pg_stat_statements is not installed in this database"
+    schema = row[0]
+    try:
+        cur.execute("SAVEPOINT rm_stat_statements")
+        cur.execute(f'SELECT query, calls FROM "{schema}".pg_stat_statements '  # noqa: S608 - the extension's schema
+                    "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                    "ORDER BY calls DESC LIMIT %s", (limit * 4,))
+        rows = cur.fetchall()
+    except Exception as exc:  # noqa: BLE001 - e.g. not in shared_preload_libraries
+        cur.execute("ROLLBACK TO SAVEPOINT rm_stat_statements")
+        return [], f"pg_stat_statements cannot be read: {str(exc).strip().splitlines()[0]}"
+    out: list[dict[str, Any]] = []
+    for text, calls in rows:
+        query = dml_only(text or "")
+        if query and query not in {q["query"] for q in out}:
+            out.append({"query": query, "source": "pg_stat_statements", "calls": int(calls)})
+        if len(out) >= limit:
+            break
+    return out, None
+
+
+def from_files(paths: list[str]) -> list[dict[str, Any]]:
+    """The DML statements in the app's query files; anything else in them is named as skipped."""
+    from ansible.module_utils.operator_error import OperatorError
+
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise OperatorError(f"The app's query file {path} cannot be read: {exc.strerror}.",
+                                "Point rm_app_queries at the app's query file (SQL, ';'-separated).") from None
+        for statement in split_statements(text):
+            lines = statement.splitlines()
+            while lines and lines[0].lstrip().startswith("--"):
+                lines.pop(0)
+            statement = "\n".join(lines).strip()
+            if not statement:
+                continue
+            query = dml_only(statement)
+            out.append({"query": query or statement, "source": path, "skipped": None if query else
+                        "not one plain SELECT/INSERT/UPDATE/DELETE PostgreSQL can parse"})
+    return out
+
+
+def prepare_all(cur, queries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{query: {ok, sqlstate, error}} from PREPARE on this session (nothing is executed; all deallocated)."""
+    results: dict[str, dict[str, Any]] = {}
+    for index, entry in enumerate(queries):
+        if entry.get("skipped"):
+            continue
+        name = f"rm_app_query_{index}"
+        cur.execute("SAVEPOINT rm_prepare")
+        try:
+            cur.execute(f"PREPARE {name} AS {entry['query']}")
+            cur.execute(f"DEALLOCATE {name}")
+            results[entry["query"]] = {"ok": True, "sqlstate": None, "error": None}
+        except Exception as exc:  # noqa: BLE001 - the error is the finding
+            cur.execute("ROLLBACK TO SAVEPOINT rm_prepare")
+            diag = getattr(getattr(exc, "diag", None), "message_primary", None)
+            message = diag or (getattr(exc, "pgerror", None) or str(exc)).strip().splitlines()[0]
+            results[entry["query"]] = {"ok": False, "sqlstate": getattr(exc, "pgcode", None), "error": message}
+        cur.execute("RELEASE SAVEPOINT rm_prepare")
+    return results
+
+
+def shown(query: str) -> str:
+    """A query as a report shows it: one line, literals masked."""
+    return mask_sql_secrets(" ".join(query.split())) or ""

@@ -1,0 +1,39 @@
+"""The running app's queries: which statements count, where they come from, how a report shows them."""
+
+from __future__ import annotations
+
+import pytest
+from ansible.module_utils.app_queries import dml_only, from_files, shown
+from ansible.module_utils.operator_error import OperatorError
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("SELECT id, email FROM users WHERE id = $1", True),
+    ("INSERT INTO users (name) VALUES ($1) RETURNING id;", True),
+    ("UPDATE deployments SET status = $1 WHERE id = $2", True),
+    ("DELETE FROM user_roles WHERE user_id = $1", True),
+    ("WITH x AS (SELECT 1) SELECT * FROM x", True),
+    ("SET search_path = app", False),
+    ("ALTER ROLE app PASSWORD 'secret'", False),
+    ("BEGIN", False),
+    ("SELECT 1; SELECT 2", False),
+    ("SELEC oops", False),
+])
+def test_only_plain_dml_is_an_app_query(text, kept):
+    assert (dml_only(text) is not None) is kept
+
+
+def test_query_files_give_their_statements_and_say_what_they_skip(tmp_path):
+    path = tmp_path / "queries.sql"
+    path.write_text("-- the app's queries\nSELECT email FROM users WHERE id = $1;\n\nSET lock_timeout = '1s';\n"
+                    "UPDATE users SET name = $1 WHERE id = $2;\n")
+    found = from_files([str(path)])
+    assert [q["query"] for q in found if not q["skipped"]] == [
+        "SELECT email FROM users WHERE id = $1", "UPDATE users SET name = $1 WHERE id = $2"]
+    assert [q["query"] for q in found if q["skipped"]] == ["SET lock_timeout = '1s'"]
+    with pytest.raises(OperatorError, match="cannot be read"):
+        from_files([str(tmp_path / "missing.sql")])
+
+
+def test_a_query_in_a_report_is_one_line_with_its_literals_masked():
+    assert shown("SELECT *\n  FROM users WHERE token = 'abc'") == "SELECT * FROM users WHERE token = '********'"
