@@ -71,6 +71,18 @@ options:
     description: Compare the app's models with the schema at the target (C(alembic check)).
     type: bool
     default: true
+  recreate:
+    description:
+      - Allow the rehearsal to drop and create its scratch database again, when the chain can only be applied in one
+        run (an enum type Alembic creates is remembered only within a run) and the walk one revision at a time
+        failed. Never a database named in O(protect).
+    type: bool
+    default: false
+  protect:
+    description: Database names the rehearsal never drops (the live database's).
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: none
@@ -144,6 +156,8 @@ ARGUMENT_SPEC = argument_spec(
     stat_statements_limit={"type": "int", "default": 200},
     walk_limit={"type": "int", "default": 25},
     compare_models={"type": "bool", "default": True},
+    recreate={"type": "bool", "default": False},
+    protect={"type": "list", "elements": "str", "default": []},
 )
 
 
@@ -163,7 +177,8 @@ def main() -> None:
             url=p["url"], conn=conn, config=p["config"], script_location=p["script_location"],
             version_table=p["version_table"], x_arguments={str(k): str(v) for k, v in p["x_arguments"].items()},
             start=p["start"] or None, target=p["target"] or None, queries=queries, walk_limit=p["walk_limit"],
-            compare_models=p["compare_models"])
+            compare_models=p["compare_models"], recreate=p["recreate"],
+            protect=tuple(p["protect"]) + ((live.dbname,) if live is not None else ()))
         result = rehearse(req)
         result["queries"]["sources"] = sources
         broken = result["queries"]["broken"]

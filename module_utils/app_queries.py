@@ -19,11 +19,19 @@ TOP_N = 200
 NOT_ABOUT_THE_SCHEMA = {"42P18", "42P08"}
 
 
-def dml_only(text: str) -> str | None:
-    """The statement if it is one plain DML statement PostgreSQL's parser accepts, else None."""
-    from pglast import parse_sql
-    from pglast.parser import ParseError
+_DML_WORDS = ("select", "insert", "update", "delete", "with", "values", "table")
 
+
+def dml_only(text: str) -> str | None:
+    """The statement if it is one plain DML statement PostgreSQL's parser accepts, else None. Where pglast is not
+    installed (an app image), by its first word: PREPARE itself refuses anything else."""
+    try:
+        from pglast import parse_sql
+        from pglast.parser import ParseError
+    except ImportError:
+        statements = split_statements(text)
+        first = statements[0].split(None, 1)[0].lower() if len(statements) == 1 and statements[0].split() else ""
+        return statements[0] if first in _DML_WORDS else None
     try:
         parsed = parse_sql(text)
     except ParseError:

@@ -36,6 +36,10 @@ class RehearsalRequest(ParsedOnce):
     queries: list[dict[str, Any]] = field(default_factory=list)  # app_queries' entries
     walk_limit: int = 25  # more pending revisions than this: the plan is applied in one step, not walked
     compare_models: bool = True
+    # May the rehearsal drop and create its scratch database again (a chain Alembic applies only in one run
+    # leaves objects a downgrade does not remove)? Never a name in ``protect`` (the live database).
+    recreate: bool = False
+    protect: tuple[str, ...] = ()
     conn: ConnInfo | None = field(default=None, repr=False)
 
 
@@ -79,16 +83,22 @@ def _pending(req: RehearsalRequest) -> list[str]:
 
 
 class _Walk:
-    """What the walk up has seen: schemas per revision, queries newly broken and by which revision."""
+    """What the walk up has seen: the heads and the schema after each step, the queries newly broken and by which
+    revision."""
 
     def __init__(self, req: RehearsalRequest) -> None:
         self.req = req
-        self.schemas: dict[str | None, dict] = {}
+        self.states: list[tuple[str, ...]] = []  # the scratch database's heads: at the start, after each step
+        self.schemas: list[dict] = []
         self.baseline: dict[str, dict[str, Any]] = {}
         self.broken: dict[str, dict[str, Any]] = {}
+        self.one_run = False
 
-    def record(self, revision: str | None, responsible: str | None) -> None:
-        self.schemas[revision] = _schema(self.req)
+    def record(self, responsible: str | None) -> None:
+        from ansible.module_utils.alembic_session import current_revisions
+
+        self.states.append(current_revisions(self.req.conn, self.req.version_table))
+        self.schemas.append(_schema(self.req))
         results = _prepared(self.req)
         if responsible is None:
             self.baseline = results
@@ -100,42 +110,104 @@ class _Walk:
                                       "source": next(q["source"] for q in self.req.queries if q["query"] == query)}
 
 
+def _heads(state: tuple[str, ...]) -> str | None:
+    return ",".join(state) or None
+
+
+def _script(req: RehearsalRequest):
+    from ansible.module_utils.alembic_plan import Project, build_config, script_directory
+
+    return script_directory(build_config(Project(req.config, req.script_location, req.version_table,
+                                                 dict(req.x_arguments)), req.conn))
+
+
+def _tips(script, revisions: set[str]) -> tuple[str, ...]:
+    """The revisions of the set that no other one of it descends from (what the version table holds)."""
+    from ansible.module_utils.alembic_plan import ancestry
+
+    below = {r: ancestry(script, (r,)) - {r} for r in revisions}
+    return tuple(sorted(r for r in revisions if not any(r in below[o] for o in revisions if o != r)))
+
+
 def _walk_up(req: RehearsalRequest, pending: list[str]) -> _Walk:
+    """Up one revision at a time (on another branch, the heads reached so far stay: the target is all of them).
+    A chain Alembic can only apply in one run (an enum type it creates is remembered only within a run) is
+    then applied the way the apply will run it: the rest in one run, the walk marked ``one_run``."""
     walk = _Walk(req)
-    walk.record(req.start, None)
-    steps = pending if len(pending) <= req.walk_limit else [pending[-1]]
-    for revision in steps:
+    walk.record(None)
+    script = _script(req)
+    for revision in pending if len(pending) <= req.walk_limit else []:
         try:
-            _migrate(req, revision)
+            _migrate(req, _heads(_tips(script, {*walk.states[-1], revision})))
+        except OperatorError:
+            break
+        walk.record(revision)
+    if len(walk.states) - 1 < len(pending):
+        walk.one_run = True
+        try:
+            if len(walk.states) > 1:  # back to the start: the whole plan runs as the apply will run it
+                _back_to_start(req, walk)
+            _migrate(req, req.target)
         except OperatorError as exc:
-            raise OperatorError(f"Revision {revision} fails on a new scratch database at its parent revision: "
-                                f"{exc.message}", "Fix the revision; nothing was changed on the live database.",
-                                failed_revision=revision) from None
-        walk.record(revision, revision if len(steps) == len(pending) else "one of the pending revisions")
+            failed = exc.details.get("failed_revision")
+            raise OperatorError(f"Revision {failed or req.target} fails on a new scratch database: {exc.message}",
+                                "Fix the revision; nothing was changed on the live database.",
+                                failed_revision=failed) from None
+        walk.record("one of the pending revisions")
     return walk
 
 
+def _back_to_start(req: RehearsalRequest, walk: _Walk) -> None:
+    """A new scratch database at the start (when allowed), else the steps walked down again."""
+    from ansible.module_utils.scratch_database import ensure_database
+
+    if req.recreate:
+        ensure_database(req.conn, False, protect=req.protect)
+        ensure_database(req.conn, True, fresh=True)
+        _migrate(req, req.start)
+    else:
+        _migrate(req, _heads(walk.states[0]), down=True)
+    del walk.states[1:], walk.schemas[1:]
+
+
 def _walk_down(req: RehearsalRequest, pending: list[str], walk: _Walk) -> dict[str, dict[str, Any]]:
-    """Each revision's downgrade, from the top: ok, differs (with the differences) or failed (the error)."""
+    """Each revision's downgrade, from the top: ok, differs (with the differences) or failed (the error). A walk
+    up in one run comes down in one run, compared with the start as a whole."""
+    trips: dict[str, dict[str, Any]] = {rev: {"round_trip": NOT_PROVEN, "detail": None} for rev in pending}
+    if walk.one_run:
+        return _down_in_one_run(req, pending, walk, trips)
     from ansible.module_utils.schema_snapshot import diff_schemas
 
-    trips: dict[str, dict[str, Any]] = {rev: {"round_trip": NOT_PROVEN, "detail": None} for rev in pending}
-    if len(pending) > req.walk_limit:
-        for rev in pending:
-            trips[rev]["detail"] = f"more than {req.walk_limit} pending revisions: not walked one by one"
-        return trips
-    below = [req.start, *pending[:-1]]
-    for revision, parent in reversed(list(zip(pending, below, strict=True))):
+    for step in range(len(pending), 0, -1):
+        revision = pending[step - 1]
         try:
-            _migrate(req, parent, down=True)
+            _migrate(req, _heads(walk.states[step - 1]), down=True)
         except OperatorError as exc:
             trips[revision] = {"round_trip": "failed", "detail": exc.message}
             break
-        diff = diff_schemas(_schema(req), walk.schemas[parent])
+        diff = diff_schemas(_schema(req), walk.schemas[step - 1])
         trips[revision] = {"round_trip": "differs" if diff else "ok", "detail": "; ".join(diff[:10]) or None}
         if diff:
             break
     return trips
+
+
+def _down_in_one_run(req: RehearsalRequest, pending: list[str], walk: _Walk,
+                     trips: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    from ansible.module_utils.schema_snapshot import diff_schemas
+
+    why = (f"more than {req.walk_limit} pending revisions" if len(pending) > req.walk_limit
+           else "Alembic applies them only in one run") + ": walked down and up as a whole"
+    try:
+        _migrate(req, _heads(walk.states[0]), down=True)
+    except OperatorError as exc:
+        failed = exc.details.get("failed_revision")
+        if failed in trips:
+            trips[failed] = {"round_trip": "failed", "detail": exc.message}
+        return {rev: trip if trip["detail"] else {**trip, "detail": why} for rev, trip in trips.items()}
+    diff = diff_schemas(_schema(req), walk.schemas[0])
+    detail = f"{why}; back at the start the schema differs: {'; '.join(diff[:10])}" if diff else why
+    return {rev: {"round_trip": "ok" if not diff else NOT_PROVEN, "detail": detail} for rev in pending}
 
 
 def rehearse(req: RehearsalRequest) -> dict[str, Any]:

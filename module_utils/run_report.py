@@ -124,6 +124,8 @@ def build_report(f: dict[str, Any]) -> dict[str, Any]:
         "failure": failure,
         "writers_error": f.get("writers_error") or None,
         "rollback": f.get("rollback") or None,
+        # From the failure to the database back where it started (or not): the downtime of a failed migration.
+        "recovery_s": _get(f, "rollback", "recovery_s"),
         "restore": ({k: restore.get(k) for k in ("src", "duration_s", "restore_duration_s", "alembic_revision",
                                                   "row_counts", "backup_database", "planned", "refusal")}
                     if restore and restore.get("src") else None),
@@ -200,6 +202,11 @@ def _failure_and_rollback(r: dict[str, Any]) -> list[str]:
                          f"{rollback.get('swap_s')} s.")
         if rollback.get("restored"):
             lines.append("- The downgrade failed; the pre-change backup was restored.")
+        if rollback.get("recovery_s") is not None:
+            steps = [f"{k.replace('_duration_s', '').replace('duration_s', rollback.get('method') or 'rollback')} "
+                     f"{rollback[k]} s" for k in ("duration_s", "restore_duration_s") if rollback.get(k) is not None]
+            lines.append(f"- Recovery time (from the failure to the database back): **{rollback['recovery_s']} s**"
+                         f"{' (' + ', '.join(steps) + ')' if steps else ''}")
         where = ("the revision the run started from" if rollback.get("at_start_revision")
                  else "NOT the revision the run started from")
         counts = "equal to" if rollback.get("row_counts_match") else "DIFFERENT from"

@@ -53,6 +53,7 @@ def test_the_rollback_never_downgrades_through_an_irreversible_revision_it_resto
     assert plan["f00d00000001"] == ("irreversible", "restore-tables")
     assert report["rollback"]["method"] == "restore-tables" and report["rollback"]["ok"] is True
     assert report["outcome"] == "failed-rolled-back"
+    assert 0 < report["recovery_s"] < 120  # from the failure to the database back where it started
     assert revision_of(url) == [HEAD]
     assert sql(url, "SELECT id, status FROM deployments ORDER BY id") == before  # the statuses as they were
     replaced = report["rollback"]["replaced_schema"]

@@ -37,3 +37,11 @@ def test_query_files_give_their_statements_and_say_what_they_skip(tmp_path):
 
 def test_a_query_in_a_report_is_one_line_with_its_literals_masked():
     assert shown("SELECT *\n  FROM users WHERE token = 'abc'") == "SELECT * FROM users WHERE token = '********'"
+
+
+def test_without_pglast_an_app_image_still_keeps_dml_by_its_first_word(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pglast", None)  # the app's image has no pglast
+    assert dml_only("SELECT email FROM users WHERE id = $1;") == "SELECT email FROM users WHERE id = $1"
+    assert dml_only("SET search_path = app") is None and dml_only("SELECT 1; SELECT 2") is None

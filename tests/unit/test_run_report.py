@@ -81,9 +81,12 @@ def test_a_failure_and_its_rollback_are_told_plainly():
         failure={"task": "Apply", "msg": "Revision f2 failed", "hint": "Fix the migration", "failed_revision": "f2",
                  "revision_left": "f1", "applied": ["f1"], "steps": []},
         rollback={"method": "downgrade", "ok": True, "revision_after": "8f1a2b3c4d5e", "at_start_revision": True,
-                  "row_counts_match": True, "restored": False, "row_counts": {"users": 10}}))
+                  "row_counts_match": True, "restored": False, "row_counts": {"users": 10}, "recovery_s": 2.5,
+                  "duration_s": 1.75}))
     assert report["revision_after"] == "8f1a2b3c4d5e" and report["applied"] == ["f1"]
+    assert report["recovery_s"] == 2.5
     md = render_markdown(report)
+    assert "Recovery time (from the failure to the database back): **2.5 s** (downgrade 1.75 s)" in md
     assert "## What failed" in md and "- Fix: Fix the migration" in md and "left at `f1`" in md
     assert "(the revision the run started from), row counts equal to those before the run" in md
 
