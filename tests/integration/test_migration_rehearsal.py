@@ -29,7 +29,8 @@ def downgrade():
 '''
 
 FORGETS_ITS_INDEX = GOOD_REVISION.replace(
-    'op.add_column("users", sa.Column("nickname", sa.String(50)))', 'op.create_index("ix_users_name", "users", ["name"])'
+    'op.add_column("users", sa.Column("nickname", sa.String(50)))',
+    'op.create_index("ix_users_name", "users", ["name"])',
 ).replace('op.drop_column("users", "nickname")', 'op.execute("SELECT 1")')
 
 
