@@ -26,9 +26,19 @@ description:
   - C(latest) never picks a C(pre_restore) copy (the state a restore replaced), and prefers backups of the
     target's own server. Two restores of one database never run at once (an advisory lock in
     O(maintenance_db)).
-  - Archive formats load with C(pg_restore -j --exit-on-error); plain SQL is decompressed in Python
-    and streamed into C(psql -v ON_ERROR_STOP=1 --single-transaction). The password travels only in
-    the environment.
+  - Into a database this restore makes (it did not exist, or O(clean=true) dropped it), every format loads
+    on O(jobs) sessions at once - the schema in one C(psql) transaction, then the tables' rows, a big table's
+    rows cut at line boundaries into chunks loaded side by side (C(COPY ... FROM STDIN) through libpq), then
+    the indexes and constraints, each as soon as what it needs is loaded, then the rest in dump order. Plain
+    backups are decoded by ISA-L; an archive is read as SQL through C(pg_restore -f -). That load is not one
+    transaction, so it is all or nothing another way, in three steps. First, until it has finished, the
+    database's comment says C(release-migrations restoring <backup>) and that it is incomplete. Second, when
+    the load fails or is interrupted, the database is dropped again (RV(dropped)), and the error says so.
+    Third, the restored mark is set only after the load.
+  - Into a database that exists and that this restore did not make (an empty one, or one restored over in
+    place), plain SQL is streamed into C(psql -v ON_ERROR_STOP=1 --single-transaction) (a failure rolls
+    back) and archive formats load with C(pg_restore -j --exit-on-error). The password travels only in the
+    environment.
 version_added: "1.0.0"
 options:
   src:
@@ -44,7 +54,10 @@ options:
         Restoring it into a new or empty database is allowed with a warning.
     type: str
   jobs:
-    description: Parallel C(pg_restore) jobs (custom and directory formats; tar restores with one).
+    description:
+      - Sessions loading at once. In a database this restore makes, for every format (see above); C(1) loads
+        a plain backup in one C(psql) transaction. Into an existing database, C(pg_restore -j) for custom and
+        directory (tar restores with one; plain SQL with one C(psql) transaction).
     type: int
     default: 2
   create:
@@ -199,9 +212,27 @@ duration_s:
   returned: always
   type: float
 restore_duration_s:
-  description: Seconds spent in pg_restore or psql only.
+  description: Seconds spent loading (psql, pg_restore or the parallel load) only.
   returned: always
   type: float
+load:
+  description:
+    - How the backup was loaded - C(method) (C(parallel), C(parallel (pg_restore -f - as SQL)),
+      C(psql, one transaction) or C(pg_restore -j N)) and C(sessions). After a parallel load also
+      C(copy_chunks), C(rows_loaded) and C(phases_s) - for C(schema), C(rows), C(builds) (indexes and
+      constraints) and C(after), the seconds of the first start and the last end from the load's start.
+  returned: when a restore ran
+  type: dict
+timings:
+  description:
+    - Seconds per step - C(check_s) (the target read and the backup's checksum), C(recreate_s) (drop and
+      create), C(load_s) and C(facts_s) (revision and row counts).
+  returned: when a restore ran
+  type: dict
+dropped:
+  description: After a failed load into a database this restore made - whether that database was dropped again.
+  returned: failure
+  type: bool
 alembic_revision:
   description: Alembic revision(s) found in the restored database (empty list without a version table).
   returned: always

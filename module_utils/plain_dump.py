@@ -10,6 +10,7 @@ slices so the load is not paced by Python.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ansible.module_utils.fast_gzip import open_read
@@ -90,3 +91,232 @@ def _filter_piece(buf: bytes, in_copy: bool, enabled: bool) -> tuple[bytes, byte
     return b"".join(pieces), buf[pos:], in_copy
 
 
+
+
+# --- cutting a plain dump into work for several sessions -----------------------------------------------
+
+# A (schema-)qualified name as pg_dump writes it: public.events, public."Odd ""name""".
+_IDENT = rb'(?:"(?:[^"\n]|"")*"|[^\s."(),;]+)'
+QUALIFIED_NAME = rb"%s(?:\.%s)*" % (_IDENT, _IDENT)
+# A table's data: pg_dump writes the entry's header, a blank line, then the COPY line.
+_COPY_LINE_RE = re.compile(rb"^COPY (?P<table>" + QUALIFIED_NAME + rb")(?: \([^\n]*\))? FROM stdin;\n", re.M)
+_DATA_HEADER_RE = re.compile(rb"(?:^|\n)--\n-- Data for Name: [^\n]*; Type: TABLE DATA; [^\n]*\n--\n\n\Z")
+COPY_END = b"\\.\n"
+# Text before the first table's data bigger than this is not a dump pg_dump wrote with COPY (e.g. --inserts).
+MAX_SCHEMA_TEXT = 256 << 20
+
+
+class NotSplittable(Exception):
+    """The dump is not cut into schema, COPY data and the rest as pg_dump writes it: load it in one session."""
+
+
+@dataclass(frozen=True)
+class CopyChunk:
+    """Whole lines of one table's COPY data (COPY's text format never splits a row across lines), as the
+    pieces they were read in (no copy of the data is made to cut them)."""
+
+    table: bytes  # the qualified name as the dump writes it
+    statement: bytes  # COPY <table> (<columns>) FROM stdin
+    pieces: tuple[bytes, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(piece) for piece in self.pieces)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.pieces)
+
+
+@dataclass(frozen=True)
+class Script:
+    """SQL text of the dump outside COPY data: the schema before the data (``pre_data``), or what follows."""
+
+    text: bytes
+    pre_data: bool = False
+
+
+class _Blocks:
+    """The decoded dump in the pieces it is read in; what was read too far can be put back."""
+
+    def __init__(self, source, read_size: int) -> None:
+        self.source, self.read_size = source, read_size
+        self.back = b""
+
+    def next(self) -> bytes:
+        if self.back:
+            data, self.back = self.back, b""
+            return data
+        return self.source.read(self.read_size)
+
+    def put_back(self, data: bytes) -> None:
+        self.back = data + self.back
+
+
+def split_plain(source, chunk_size: int = 32 << 20, read_size: int = 4 << 20):
+    """Cut a plain dump read from ``source`` into a :class:`Script` of the schema before the first table's
+    data (``pre_data``), then, in dump order, :class:`CopyChunk` pieces of about ``chunk_size`` and the
+    :class:`Script` text between and after them. Raises :class:`NotSplittable` before yielding anything when
+    the dump has no COPY data where pg_dump puts it."""
+    blocks = _Blocks(source, read_size)
+    pre_data = True
+    while True:
+        text, copy = _text_until_copy(blocks, limit=MAX_SCHEMA_TEXT if pre_data else None)
+        if copy is None and pre_data:
+            raise NotSplittable("no table data in COPY format")
+        if text or pre_data:
+            yield Script(text, pre_data=pre_data)
+        pre_data = False
+        if copy is None:
+            return
+        yield from _copy_chunks(blocks, *copy, chunk_size)
+
+
+def _text_until_copy(blocks: _Blocks, limit: int | None) -> tuple[bytes, tuple[bytes, bytes] | None]:
+    """(the SQL text up to the next table-data COPY line, (table, COPY statement)); None at the end."""
+    buf = bytearray()
+    scan = 0  # where to look for COPY lines next (the start of a line not searched yet)
+    while data := blocks.next():
+        buf += data
+        for found in _COPY_LINE_RE.finditer(buf, scan):
+            if _DATA_HEADER_RE.search(buf, max(0, found.start() - 4096), found.start()):
+                blocks.put_back(bytes(buf[found.end():]))
+                return bytes(buf[:found.start()]), (bytes(found["table"]), bytes(found.group(0)[:-2]))
+        scan = buf.rfind(b"\n") + 1
+        if limit is not None and len(buf) > limit:
+            raise NotSplittable(f"more than {limit >> 20} MiB of SQL before the first table's data")
+    return bytes(buf), None
+
+
+def _copy_chunks(blocks: _Blocks, table: bytes, statement: bytes, chunk_size: int):
+    """One table's COPY data as chunks of whole lines, up to its ``\\.`` line (consumed, not yielded)."""
+    pieces: list[bytes] = []
+    size = 0
+    before = b"\n"  # the last bytes before the block: the end marker may begin there
+    while True:
+        block = blocks.next()
+        if not block:
+            raise OperatorError("The plain backup ends inside a table's COPY data (it is truncated).",
+                                "Restore another backup; take a new one.")
+        found = (before + block).find(b"\n" + COPY_END)
+        if found >= 0:
+            start = found + 1 - len(before)  # where the marker starts in this block (< 0: in the pieces)
+            if start < 0:
+                _drop_tail(pieces, -start)
+            elif start:
+                pieces.append(block[:start])
+            blocks.put_back(block[start + len(COPY_END):])
+            if pieces:
+                yield CopyChunk(table, statement, tuple(pieces))
+            return
+        pieces.append(block)
+        size += len(block)
+        before = (before + block[-3:])[-3:]
+        if size >= chunk_size and (cut := block.rfind(b"\n") + 1):
+            pieces[-1] = block[:cut]
+            yield CopyChunk(table, statement, tuple(pieces))
+            pieces = [block[cut:]] if cut < len(block) else []
+            size = len(block) - cut
+
+
+def _drop_tail(pieces: list[bytes], count: int) -> None:
+    """Remove the last ``count`` bytes of the pieces (the start of an end marker cut across two reads)."""
+    while count and pieces:
+        last = pieces.pop()
+        if len(last) > count:
+            pieces.append(last[:-count])
+            return
+        count -= len(last)
+
+
+# --- the SQL around the data: pg_dump's entries, and which may run beside others ----------------------
+
+_ENTRY_HEADER_RE = re.compile(rb"^--\n-- (?:Data for )?Name: [^\n]*?; Type: (?P<type>[^;\n]+);[^\n]*\n--\n", re.M)
+# Session settings pg_dump writes between entries (and in its header): they hold for every later entry.
+_SETTING_RE = re.compile(
+    rb"(?:SET (?P<name>[a-z_]+) = [^\n]*;|SELECT pg_catalog\.set_config\('(?P<config>[a-z_]+)', [^\n]*, false\);)")
+SESSION_SETTINGS = frozenset({
+    b"statement_timeout", b"lock_timeout", b"idle_in_transaction_session_timeout", b"transaction_timeout",
+    b"client_encoding", b"standard_conforming_strings", b"check_function_bodies", b"xmloption",
+    b"client_min_messages", b"row_security", b"default_tablespace", b"default_table_access_method",
+    b"default_with_oids", b"search_path",
+})
+_NAME = rb"(?:%s)" % _IDENT
+_TABLE = rb"(?P<table>%s)" % QUALIFIED_NAME
+_INDEX_RE = re.compile(rb"CREATE (?:UNIQUE )?INDEX %s ON (?:ONLY )?%s USING [^;]*;" % (_NAME, _TABLE))
+_CONSTRAINT_RE = re.compile(
+    rb"ALTER TABLE ONLY %s\n    ADD CONSTRAINT %s (?:PRIMARY KEY|UNIQUE|EXCLUDE|CHECK)\b[^;]*;" % (_TABLE, _NAME))
+_FOREIGN_KEY_RE = re.compile(
+    rb"ALTER TABLE ONLY %s\n    ADD CONSTRAINT %s FOREIGN KEY \([^;]*\) REFERENCES (?P<ref>%s)\([^;]*;"
+    % (_TABLE, _NAME, QUALIFIED_NAME))
+_SETVAL_RE = re.compile(rb"SELECT pg_catalog\.setval\('[^;\n]*', -?\d+, (?:true|false)\);")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One piece of the dump's SQL: an entry as pg_dump wrote it (its header and SQL), and the session
+    settings written after it, which hold for every later entry."""
+
+    kind: str | None  # pg_dump's type ("INDEX", "FK CONSTRAINT", ...); None for text before the first header
+    text: bytes
+    settings: tuple[bytes, ...] = ()
+
+    @property
+    def sql(self) -> bytes:
+        """The statements without comment lines and blank lines (what the classification looks at)."""
+        return b"\n".join(line for line in self.text.split(b"\n") if line.strip() and not line.startswith(b"--"))
+
+
+def dump_entries(text: bytes) -> list[Entry]:
+    """The text cut at pg_dump's entry headers; each entry's trailing session settings set apart."""
+    starts = [m.start() for m in _ENTRY_HEADER_RE.finditer(text)]
+    bounds = [0, *starts] if not starts or starts[0] else starts
+    entries = []
+    for begin, end in zip(bounds, [*bounds[1:], len(text)], strict=True):
+        header = _ENTRY_HEADER_RE.match(text, begin)
+        body, settings = _trailing_settings(text[begin:end])
+        entries.append(Entry(header["type"].decode() if header else None, body, settings))
+    return entries
+
+
+def _trailing_settings(text: bytes) -> tuple[bytes, tuple[bytes, ...]]:
+    """(the text without the SET lines at its end, those lines): settings inside a function body are never
+    at an entry's end, so only these are the session's."""
+    lines = text.split(b"\n")
+    found: list[bytes] = []
+    cut = len(lines)
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        if not line.strip():
+            continue
+        setting = _SETTING_RE.fullmatch(line)
+        if setting is None or (setting["name"] or setting["config"]) not in SESSION_SETTINGS:
+            break
+        found.insert(0, line)
+        cut = index
+    if not found:
+        return text, ()
+    return b"\n".join(lines[:cut]) + b"\n", tuple(found)
+
+
+def setting_name(line: bytes) -> bytes:
+    found = _SETTING_RE.fullmatch(line)
+    return (found["name"] or found["config"]) if found else line
+
+
+def lock_plan(entry: Entry) -> dict[bytes, str] | None:
+    """The tables a post-data entry works on, and how, when it may run beside other work; None when it
+    must run alone, in dump order (anything not recognised).
+
+    ``index``: a CREATE INDEX (several may build on one table at once); ``exclusive``: a constraint that
+    locks its table(s) (an ALTER TABLE). {}: touches no table (a sequence's value)."""
+    sql = entry.sql
+    if entry.kind == "INDEX" and (found := _INDEX_RE.fullmatch(sql)):
+        return {found["table"]: "index"}
+    if entry.kind == "CONSTRAINT" and (found := _CONSTRAINT_RE.fullmatch(sql)):
+        return {found["table"]: "exclusive"}
+    if entry.kind == "FK CONSTRAINT" and (found := _FOREIGN_KEY_RE.fullmatch(sql)):
+        return {found["table"]: "exclusive", found["ref"]: "exclusive"}
+    if entry.kind == "SEQUENCE SET" and _SETVAL_RE.fullmatch(sql):
+        return {}
+    return None

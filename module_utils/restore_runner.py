@@ -32,6 +32,7 @@ from ansible.module_utils.client_process import run_tool, terminate_as_exception
 from ansible.module_utils.db_errors import explained
 from ansible.module_utils.fast_gzip import open_read
 from ansible.module_utils.operator_error import OperatorError
+from ansible.module_utils.parallel_load import LoadRequest, load_parallel
 from ansible.module_utils.pg_catalog import (
     read_revisions,
     server_identity,
@@ -41,12 +42,14 @@ from ansible.module_utils.pg_catalog import (
 )
 from ansible.module_utils.pg_client_tools import ClientTools, find_client_tools, parse_client_version
 from ansible.module_utils.pg_connection import ConnInfo, ParsedOnce, server_version
-from ansible.module_utils.plain_dump import filtered_chunks
+from ansible.module_utils.plain_dump import NotSplittable, filtered_chunks
 
 MARKER_PREFIX = "release-migrations restored"
+INCOMPLETE_PREFIX = "release-migrations restoring"
 # Measured (bench/, docs/decisions.md): a larger maintenance_work_mem made index builds slower on the
 # 2-core runner (in-memory sorts of the big table thrash the cache), so only commits are relaxed.
 LOAD_SETTINGS = "-c synchronous_commit=off"
+ARCHIVE_FLAGS = {"custom": "-Fc", "tar": "-Ft", "directory": "-Fd"}
 _RERUN = "The restore stopped at the first error; fix the cause and rerun with clean: true and confirm: true."
 
 
@@ -305,6 +308,19 @@ def _drop_and_create(req: RestoreRequest, drop: bool) -> None:
         conn.close()
 
 
+def _drop(req: RestoreRequest) -> None:
+    """Drop the target (a load that failed in a database this restore made)."""
+    from psycopg2 import sql
+
+    conn = req.conn.with_database(req.maintenance_db).connect()
+    try:
+        with explained(f"Dropping database '{req.conn.dbname}'"), conn.cursor() as cur:
+            force = sql.SQL(" WITH (FORCE)") if conn.server_version >= 130000 else sql.SQL("")
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(req.conn.dbname), force))
+    finally:
+        conn.close()
+
+
 def _set_marker(conn_info: ConnInfo, marker: str | None) -> str | None:
     """Mark the database as restored from this backup (None clears the mark); a warning when not allowed."""
     import psycopg2
@@ -364,16 +380,19 @@ def _load_plain(path: Path, psql: str, env: dict[str, str], no_owner: bool, secr
                            "with clean: true.")
 
 
-def _load(req: RestoreRequest, backup: Backup, client: ClientTools, in_place: bool) -> float:
+def _load(req: RestoreRequest, backup: Backup, client: ClientTools, in_place: bool, owned: bool) -> dict[str, Any]:
+    """Load the backup; returns how (``method``, sessions) and the seconds it took (``load_s``)."""
     env = req.conn.libpq_env()
     if req.load_settings:
         env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} {LOAD_SETTINGS}".strip()
     started = time.monotonic()
     with terminate_as_exception():
-        if backup.fmt == "plain":
+        how = _load_parallel(req, backup, client, env) if owned and req.jobs > 1 else None
+        if how is None and backup.fmt == "plain":
             _load_plain(backup.path, client.path("psql"), env, req.no_owner, req.conn.secrets)
-        else:
-            flag = {"custom": "-Fc", "tar": "-Ft", "directory": "-Fd"}[backup.fmt]
+            how = {"method": "psql, one transaction", "sessions": 1}
+        elif how is None:
+            flag = ARCHIVE_FLAGS[backup.fmt]
             jobs = 1 if backup.fmt == "tar" else req.jobs
             cmd = [client.path("pg_restore"), "--no-password", flag, "-d", conninfo_dbname(req.conn.dbname),
                    "-j", str(jobs), "--exit-on-error"]
@@ -383,7 +402,27 @@ def _load(req: RestoreRequest, backup: Backup, client: ClientTools, in_place: bo
                 cmd += ["--clean", "--if-exists"]  # confirmed: replace the backup's objects in place
             cmd.append(str(backup.path))
             run_tool(cmd, env, req.conn.secrets, _RERUN)
-    return time.monotonic() - started
+            how = {"method": f"pg_restore -j {jobs}", "sessions": jobs}
+    return {**how, "load_s": round(time.monotonic() - started, 3)}
+
+
+def _load_parallel(req: RestoreRequest, backup: Backup, client: ClientTools, env: dict[str, str]) -> dict | None:
+    """Any format on ``jobs`` sessions at once (module_utils/parallel_load.py), when this restore made the
+    database (a failed load is then dropped as a whole). An archive is read as SQL through ``pg_restore -f -``.
+    None when the dump is not cut as pg_dump cuts it (nothing was run): the caller loads it the usual way."""
+    decoder = None
+    if backup.fmt != "plain":
+        decoder = [client.path("pg_restore"), ARCHIVE_FLAGS[backup.fmt], "-f", "-"]
+        decoder += ["--no-owner", "--no-privileges"] if req.no_owner else []
+        decoder.append(str(backup.path))
+    session_sql = b"SET synchronous_commit = off" if req.load_settings else b"SELECT 1"
+    load = LoadRequest(backup.path, req.conn, client.path("psql"), env, lanes=req.jobs, no_owner=req.no_owner,
+                       session_sql=session_sql, secrets=req.conn.secrets, decoder=decoder)
+    try:
+        return {"method": "parallel" + (" (pg_restore -f - as SQL)" if decoder else ""), "sessions": req.jobs,
+                **load_parallel(load)}
+    except NotSplittable:
+        return None
 
 
 # --- the whole restore ----------------------------------------------------------------------------
@@ -398,6 +437,7 @@ def run_restore(req: RestoreRequest) -> dict[str, Any]:
         raise OperatorError(f"Refusing to restore into '{database}'.", "Name another target database in url.")
     state = _probe_state(req) if req.check else _database_state(req)
     backup = checked_backup(req, Server(state.get("system_identifier"), req.conn.where))
+    timings = {"check_s": round(time.monotonic() - started, 3)}  # the target read, the backup's checksum
     base = {"src": str(backup.path), "manifest": backup.manifest, "database": database, "format": backup.fmt,
             "sha256": backup.sha256, "server_version": state.get("server_version"),
             "backup_database": backup.database, "chosen_because": backup.why}
@@ -415,13 +455,16 @@ def run_restore(req: RestoreRequest) -> dict[str, Any]:
     _refusals(req, backup, state)
     assert client is not None  # state came from a real connection
     with explained(f"Restoring {backup.path.name} into '{database}'"), _restore_lock(req):
-        created, cleaned, duration = _replace_database(req, backup, state, client)
+        created, cleaned, how = _replace_database(req, backup, state, client)
         warning = _set_marker(req.conn, backup.marker)
+    loaded = time.monotonic()
     facts = _after_facts(req)
     total = time.monotonic() - started
+    timings.update(recreate_s=how.pop("recreate_s"), load_s=how.pop("load_s"),
+                   facts_s=round(time.monotonic() - loaded, 3))
     result = {**base, **facts, "changed": True, "created": created, "cleaned": cleaned,
               "client_version": client.version, "duration_s": round(total, 3),
-              "restore_duration_s": round(duration, 3),
+              "restore_duration_s": timings["load_s"], "load": how, "timings": timings,
               "msg": f"Restored {backup.path.name} into {database} ({facts['tables']} tables, revision "
                      f"{','.join(facts['alembic_revision']) or 'none'}) in {total:.1f} s"}
     if warning:
@@ -432,10 +475,15 @@ def run_restore(req: RestoreRequest) -> dict[str, Any]:
 
 
 def _replace_database(req: RestoreRequest, backup: Backup, state: dict[str, Any],
-                      client: ClientTools) -> tuple[bool, bool, float]:
-    """Make the target (create, or drop and recreate), then load. Returns (created, cleaned, load seconds)."""
+                      client: ClientTools) -> tuple[bool, bool, dict[str, Any]]:
+    """Make the target (create, or drop and recreate), then load. Returns (created, cleaned, how it loaded).
+
+    All or nothing: a database this restore created or cleaned is dropped again when the load fails, so a
+    failed restore never leaves a partial database behind; until the load has finished the database's
+    comment says it is incomplete (also after a crash), and the 'restored' mark is set only after it."""
     exists = bool(state.get("exists"))
     created = cleaned = False
+    started = time.monotonic()
     try:
         if exists and req.clean:
             _drop_and_create(req, drop=True)
@@ -447,11 +495,37 @@ def _replace_database(req: RestoreRequest, backup: Backup, state: dict[str, Any]
         if err.details.get("sqlstate") == "42501" and "terminate" not in err.message:
             err.hint = "Grant the user CREATEDB (and ownership of the database to drop it), or create it by hand."
         raise
-    if exists and not cleaned:
-        # A load that fails half way must not leave an earlier "restored from" mark behind.
-        _set_marker(req.conn, None)
+    # A load that fails half way must not leave an earlier "restored from" mark behind.
+    if exists or created or cleaned:
+        _set_marker(req.conn, f"{INCOMPLETE_PREFIX} {backup.path.name}: incomplete until marked restored")
     in_place = exists and not cleaned and state.get("tables", 0) > 0
-    return created, cleaned, _load(req, backup, client, in_place)
+    recreate_s = round(time.monotonic() - started, 3)
+    try:
+        how = _load(req, backup, client, in_place, owned=created or cleaned)
+    except BaseException as exc:
+        if created or cleaned:
+            _drop_partial(req, exc, cleaned)
+        raise
+    return created, cleaned, {**how, "recreate_s": recreate_s}
+
+
+def _drop_partial(req: RestoreRequest, exc: BaseException, cleaned: bool) -> None:
+    """Drop the database a failed load left half loaded; say so in the error."""
+    name = req.conn.dbname
+    try:
+        with terminate_as_exception():
+            _drop(req)
+        note = (f"The partially loaded database '{name}' was dropped" + (
+            " (its earlier contents had been dropped by clean: true; a pre_restore copy keeps them when one was "
+            "taken)" if cleaned else "") + ".")
+    except Exception as drop_error:  # noqa: BLE001 - the load's error is the one to raise
+        note = (f"Dropping the partially loaded database '{name}' failed too ({drop_error}); it is marked "
+                "incomplete: drop it by hand.")
+    if isinstance(exc, OperatorError):
+        exc.message = f"{exc.message.rstrip().rstrip('.')}. {note}"
+        exc.details["dropped"] = "failed" not in note
+    elif isinstance(exc, KeyboardInterrupt):
+        exc.args = (f"{exc.args[0] if exc.args else 'interrupted'}; {note}",)
 
 
 def _planned(req: RestoreRequest, backup: Backup, state: dict[str, Any], client: ClientTools | None,

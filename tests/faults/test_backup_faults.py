@@ -272,3 +272,106 @@ def test_an_unforeseen_os_error_fails_clearly_without_a_traceback_or_the_passwor
     assert run.rc != 0
     assert run.result["msg"].startswith("Backup failed: NotADirectoryError")
     assert "Traceback" not in run.output and password not in run.output
+
+
+# --- a load that fails half way ------------------------------------------------------------------------
+
+
+def edited_plain_backup(url: str, dest: Path, edit) -> str:
+    """An uncompressed plain backup, edited after it was written (restored with verify_checksum: false)."""
+    path = Path(take_backup(url, dest, format="plain", compression="none")["path"])
+    path.write_bytes(edit(path.read_bytes()))
+    return str(path)
+
+
+def users_rows(text: bytes) -> tuple[int, int]:
+    start = text.index(b"\n", text.index(b"COPY public.users")) + 1
+    return start, text.index(b"\n\\.\n", start) + 1
+
+
+def duplicate_a_user(text: bytes) -> bytes:
+    """Every row loads; the primary key's build fails afterwards (a duplicate id)."""
+    start, _ = users_rows(text)
+    first = text[start:text.index(b"\n", start) + 1]
+    return text[:start] + first + text[start:]
+
+
+def break_the_last_user(text: bytes) -> bytes:
+    """The rows of users fail in their last chunk, after the first chunks were loaded and committed."""
+    _, end = users_rows(text)
+    last = text.rindex(b"\n", 0, end - 1) + 1
+    return text[:last] + b"not a number\tx@example.com\n" + text[end:]
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("edit", [duplicate_a_user, break_the_last_user])
+def test_a_failed_parallel_load_drops_the_database_it_made_and_never_marks_it_restored(
+        edit, seeded_db, target_db, workdir, pg_server, monkeypatch):
+    from ansible.module_utils import parallel_load
+
+    monkeypatch.setattr(parallel_load, "CHUNK_BYTES", 256)  # users' rows in several chunks, on both sessions
+    broken = edited_plain_backup(seeded_db, workdir, edit)
+    good = take_backup(seeded_db, workdir / "good")
+    fresh, restored = target_db(), target_db()
+    assert run_module("pg_restore", {"url": restored, "src": good["path"]}).rc == 0
+
+    new = run_module("pg_restore", {"url": fresh, "src": broken, "verify_checksum": False, "jobs": 2})
+    over = run_module("pg_restore", {"url": restored, "src": broken, "verify_checksum": False, "jobs": 2,
+                                     "clean": True, "confirm": True, "source_database": parse_url(seeded_db).dbname})
+
+    for run in (new, over):
+        assert run.rc != 0
+        assert "users" in run.result["msg"] and "was dropped" in run.result["msg"], run.result["msg"]
+        assert run.result["dropped"] is True
+    assert "dropped by clean: true" in over.result["msg"]
+    assert not database_exists(pg_server, fresh) and not database_exists(pg_server, restored)
+
+
+@pytest.mark.db
+def test_a_failed_load_into_a_database_it_did_not_make_is_rolled_back_and_marked_incomplete(
+        seeded_db, new_database, workdir, pg_server):
+    broken = edited_plain_backup(seeded_db, workdir, duplicate_a_user)
+    given = new_database("rm_given")
+
+    run = run_module("pg_restore", {"url": given, "src": broken, "verify_checksum": False, "jobs": 2})
+
+    assert run.rc != 0 and "rolled back" in run.result["msg"]
+    assert database_exists(pg_server, given)  # not ours to drop: one transaction, rolled back
+    assert sql(given, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+    comment = sql(given, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                         "WHERE datname = current_database()")[0][0]
+    assert comment.startswith("release-migrations restoring") and "incomplete" in comment
+
+
+@pytest.mark.db
+def test_a_restore_terminated_during_its_parallel_load_drops_the_partial_database(seeded_db, target_db, workdir,
+                                                                                  pg_server):
+    """SIGTERM (Ansible's timeout, an operator's kill) while the statements after the rows run."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from support import ROOT
+
+    slow = edited_plain_backup(seeded_db, workdir, lambda text: text + b"SELECT pg_sleep(60);\n")
+    target = target_db()
+    args = {"url": target, "src": slow, "verify_checksum": False, "jobs": 2}
+    script = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'tests')!r}); import support; "
+              f"run = support.call_module('pg_restore', json.loads({json.dumps(json.dumps(args))})); "
+              "print(json.dumps(run.result))")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not pg_server.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND query LIKE '%%pg_sleep%%'",
+                (parse_url(target).dbname,)):
+            time.sleep(0.1)
+        assert sql(target, "SELECT count(*) FROM users") == [(50,)]  # the rows are in: a partial load
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["failed"] and "interrupted" in result["msg"] and "was dropped" in result["msg"], (result, err)
+    assert not database_exists(pg_server, target)

@@ -58,6 +58,7 @@ def test_round_trip_in_every_format_restores_same_rows_and_revision(fmt, seeded_
     assert result["row_counts"] == EXPECTED_COUNTS
     assert result["tables"] == 3
     assert result["restore_duration_s"] <= result["duration_s"]
+    assert result["load"]["method"].startswith("parallel")  # a database the restore made: jobs sessions
     query = "SELECT u.email, r.metadata->>'v' FROM users u LEFT JOIN releases r ON r.user_id = u.id ORDER BY 1"
     assert sql(target, query) == sql(seeded_db, query)
     comment = pg_server.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
@@ -207,3 +208,62 @@ def test_load_settings_reach_the_restore_session(seeded_db, target_db, workdir):
 
     assert run.rc == 0, run.output
     assert sql(target, "SELECT sc, app FROM public.seen") == [("off", "release-migrations")]
+
+
+# --- the parallel load ------------------------------------------------------------------------------------
+
+BIG_SQL = """
+CREATE TABLE big (id bigint PRIMARY KEY, owner_id int REFERENCES users(id), note text, payload jsonb);
+CREATE INDEX big_owner ON big (owner_id);
+CREATE UNIQUE INDEX big_note ON big (note);
+INSERT INTO big SELECT i, 1 + i % 3, 'note ' || i || E'\\twith a tab, a \\\\ backslash and\\na newline',
+  jsonb_build_object('i', i, 'text', repeat('x', i % 50)) FROM generate_series(1, 4000) i;
+CREATE SEQUENCE counter START 7;
+SELECT nextval('counter');
+COMMENT ON INDEX big_note IS 'notes are unique';
+"""
+
+
+def client_bin(pg_server) -> str:
+    from ansible.module_utils.pg_client_tools import find_client_tools
+
+    return pg_server.bin_dir or find_client_tools(pg_server.major, pg_server.version).bin_dir
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("fmt", ["plain", "custom"])
+def test_a_table_cut_into_chunks_on_two_sessions_restores_every_row_and_the_same_schema(
+        fmt, seeded_db, target_db, workdir, pg_server, monkeypatch):
+    from ansible.module_utils import parallel_load
+    from support import schema_dump
+
+    sql(seeded_db, BIG_SQL)
+    monkeypatch.setattr(parallel_load, "CHUNK_BYTES", 16 << 10)  # ~20 chunks of big's rows
+    taken = backup(seeded_db, workdir, format=fmt)
+    target = target_db()
+
+    run = run_module("pg_restore", {"url": target, "src": taken["path"], "jobs": 2})
+
+    assert run.rc == 0, run.output
+    load = run.result["load"]
+    assert load["method"].startswith("parallel") and load["sessions"] == 2 and load["copy_chunks"] > 10
+    assert load["rows_loaded"] == 4000 + sum(EXPECTED_COUNTS.values()) + 1  # + alembic_version's row
+    assert run.result["row_counts"] == {**EXPECTED_COUNTS, "big": 4000}
+    assert set(run.result["timings"]) == {"check_s", "recreate_s", "load_s", "facts_s"}
+    bin_dir = client_bin(pg_server)
+    assert schema_dump(target, bin_dir) == schema_dump(seeded_db, bin_dir)
+    rows = "SELECT id, owner_id, note, payload FROM big ORDER BY id"
+    assert sql(target, rows) == sql(seeded_db, rows)
+    assert sql(target, "SELECT last_value FROM counter") == [(7,)]
+
+
+@pytest.mark.db
+def test_a_database_the_restore_did_not_make_is_loaded_in_one_transaction(seeded_db, new_database, workdir):
+    taken = backup(seeded_db, workdir)
+    empty = new_database("rm_given")
+
+    run = run_module("pg_restore", {"url": empty, "src": taken["path"]})
+
+    assert run.rc == 0, run.output
+    assert run.result["created"] is False and run.result["load"]["method"] == "psql, one transaction"
+    assert run.result["row_counts"] == EXPECTED_COUNTS

@@ -59,3 +59,109 @@ def test_chunked_filter_equals_the_line_filter_whatever_the_chunk_boundaries():
     for size in (1, 2, 3, 7, 64, 1000, 1 << 20):
         assert b"".join(filtered_chunks(io.BytesIO(dump), True, chunk_size=size)) == expected, size
     assert b"".join(filtered_chunks(io.BytesIO(dump), False, chunk_size=5)) == dump
+
+
+# --- cutting a dump into work for several sessions ---------------------------------------------------
+
+import pytest  # noqa: E402
+from ansible.module_utils.operator_error import OperatorError  # noqa: E402
+from ansible.module_utils.plain_dump import (  # noqa: E402
+    CopyChunk,
+    NotSplittable,
+    Script,
+    dump_entries,
+    lock_plan,
+    split_plain,
+)
+
+
+def data_header(name: bytes, schema: bytes = b"public") -> bytes:
+    return b"--\n-- Data for Name: %s; Type: TABLE DATA; Schema: %s; Owner: postgres\n--\n\n" % (name, schema)
+
+
+ROWS = b"".join(b"%d\trow %d with \\\\. and a tab\\t and \\n escaped\n" % (i, i) for i in range(3000))
+DUMP = (
+    b"--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\nSET client_encoding = 'UTF8';\n"
+    b"SELECT pg_catalog.set_config('search_path', '', false);\n\n"
+    b"CREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $$\n"
+    b"COPY public.t (id) FROM stdin;\n$$;\n\n"  # a COPY line in a function body: no header, not data
+    b'CREATE TABLE "Odd ""S"""."a b" (id int, v text);\nCREATE TABLE public.empty (id int);\n\n'
+    + data_header(b'a b', b'Odd "S"') + b'COPY "Odd ""S"""."a b" (id, v) FROM stdin;\n' + ROWS + b"\\.\n\n\n"
+    + data_header(b"empty") + b"COPY public.empty (id) FROM stdin;\n\\.\n\n\n"
+    + b"SELECT pg_catalog.setval('public.s', 42, true);\n\n\n"
+    + b"--\n-- Name: a b pk; Type: CONSTRAINT; Schema: Odd \"S\"; Owner: postgres\n--\n\n"
+    + b'ALTER TABLE ONLY "Odd ""S"""."a b"\n    ADD CONSTRAINT pk PRIMARY KEY (id);\n\n\n'
+    + b"--\n-- PostgreSQL database dump complete\n--\n\n"
+)
+
+
+def rebuilt(dump: bytes, chunk_size: int, read_size: int) -> tuple[bytes, list]:
+    """The dump put back together from what split_plain yields (empty COPY blocks dropped)."""
+    out, items, open_copy = [], [], None
+    for item in split_plain(io.BytesIO(dump), chunk_size=chunk_size, read_size=read_size):
+        items.append(item)
+        if isinstance(item, CopyChunk):
+            if open_copy != item.statement:
+                out.append((b"\\.\n" if open_copy else b"") + item.statement + b";\n")
+                open_copy = item.statement
+            out.append(item.data)
+        else:
+            out.append((b"\\.\n" if open_copy else b"") + item.text)
+            open_copy = None
+    return b"".join(out), items
+
+
+@pytest.mark.parametrize(("chunk_size", "read_size"),
+                         [(1 << 20, 1 << 16), (4096, 1000), (50, 1), *((100, n) for n in range(2, 12))])
+def test_the_pieces_put_together_are_the_dump_whatever_the_read_and_chunk_sizes(chunk_size, read_size):
+    text, items = rebuilt(DUMP, chunk_size, read_size)
+    assert text == DUMP.replace(data_header(b"empty") + b"COPY public.empty (id) FROM stdin;\n\\.\n",
+                                data_header(b"empty"))
+    chunks = [i for i in items if isinstance(i, CopyChunk)]
+    assert isinstance(items[0], Script) and items[0].pre_data and b"CREATE FUNCTION" in items[0].text
+    assert {c.table for c in chunks} == {b'"Odd ""S"""."a b"'}
+    assert all(c.data.endswith(b"\n") and c.size <= max(chunk_size, 4096) + read_size + 100 for c in chunks)
+    assert b"".join(c.data for c in chunks) == ROWS
+    assert len(chunks) > 1 or chunk_size > len(ROWS)
+
+
+def test_a_dump_without_copy_data_is_not_split_and_a_truncated_one_fails():
+    with pytest.raises(NotSplittable):
+        list(split_plain(io.BytesIO(b"SET x = 1;\nINSERT INTO t VALUES (1);\n")))
+    truncated = DUMP[:DUMP.index(b"\\.\n")]
+    with pytest.raises(OperatorError, match="ends inside a table's COPY data"):
+        list(split_plain(io.BytesIO(truncated), chunk_size=1000, read_size=100))
+
+
+def test_the_entries_after_the_data_and_which_may_run_beside_others():
+    text = (
+        b"\n\n--\n-- Name: t t_pkey; Type: CONSTRAINT; Schema: public; Owner: o\n--\n\n"
+        b"ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n\n\n"
+        b"SET default_tablespace = fast;\n\n"
+        b"--\n-- Name: t_v; Type: INDEX; Schema: public; Owner: o\n--\n\n"
+        b"CREATE INDEX t_v ON public.t USING btree (v) WHERE (v <> 'x');\n\n\n"
+        b"--\n-- Name: INDEX t_v; Type: COMMENT; Schema: public; Owner: o\n--\n\n"
+        b"COMMENT ON INDEX public.t_v IS 'v';\n\n\n"
+        b"--\n-- Name: u u_t; Type: FK CONSTRAINT; Schema: public; Owner: o\n--\n\n"
+        b'ALTER TABLE ONLY public.u\n    ADD CONSTRAINT u_t FOREIGN KEY (t_id) REFERENCES "S".t(id);\n\n\n'
+        b"--\n-- Name: s; Type: SEQUENCE SET; Schema: public; Owner: o\n--\n\n"
+        b"SELECT pg_catalog.setval('public.s', 3, true);\n\n\n"
+        b"--\n-- Name: t trg; Type: TRIGGER; Schema: public; Owner: o\n--\n\n"
+        b"CREATE TRIGGER trg AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.f();\n"
+        b"CREATE TABLE public.appended (x int);\n"
+    )
+    entries = dump_entries(text)
+    assert [e.kind for e in entries] == [None, "CONSTRAINT", "INDEX", "COMMENT", "FK CONSTRAINT", "SEQUENCE SET",
+                                         "TRIGGER"]
+    assert entries[1].settings == (b"SET default_tablespace = fast;",) and b"SET " not in entries[1].text
+    assert [lock_plan(e) for e in entries[1:]] == [
+        {b"public.t": "exclusive"}, {b"public.t": "index"}, None,
+        {b"public.u": "exclusive", b'"S".t': "exclusive"}, {}, None]
+    again = b"".join(e.text + b"".join(s + b"\n" for s in e.settings) for e in entries)
+    assert again.split() == text.split()  # the same text; only blank lines after the settings may go
+
+
+def test_an_entry_with_more_than_its_one_statement_runs_alone():
+    entry = dump_entries(b"--\n-- Name: t_v; Type: INDEX; Schema: public; Owner: o\n--\n\n"
+                         b"CREATE INDEX t_v ON public.t USING btree (v);\nDROP TABLE public.t;\n")[0]
+    assert lock_plan(entry) is None
