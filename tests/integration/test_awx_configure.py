@@ -39,6 +39,8 @@ EXPECTED_TEMPLATES = {
                            {"backup_path", "confirm_restore", "approved_by"}),
     "backup": ("playbooks/backup.yml", "release-migrations staging", set()),
     "drill": ("playbooks/drill.yml", "release-migrations staging", {"backup_path", "drill_steps", "take_backup"}),
+    "migrate-fleet": ("playbooks/migrate.yml", "release-migrations fleet",
+                      {"target_revision", "dry_run", "rm_waves", "rm_max_fail_percentage"}),
 }
 
 
@@ -227,6 +229,68 @@ def test_the_standin_refuses_job_templates_awx_refuses(awx, configured, change, 
     assert err.value.status == 400 and refused in err.value.body
 
 
+def test_the_fleet_template_slices_the_fleet_across_execution_nodes(configured):
+    _, _, state = configured
+    templates = by_name(state, "job_templates")
+    fleet = templates["migrate-fleet"]
+    # Sliced: AWX launches a workflow of 2 jobs, each on its share of the fleet inventory; nothing else is sliced.
+    assert fleet["job_slice_count"] == 2
+    assert {name: jt["job_slice_count"] for name, jt in templates.items() if name != "migrate-fleet"} == {
+        name: 1 for name in EXPECTED_TEMPLATES if name != "migrate-fleet"}
+    assert not fleet["ask_job_slice_count_on_launch"] and not fleet["ask_variables_on_launch"]
+    # AWX hands a group's hosts over in its own order: the play takes them by name, so the canary is known.
+    extra_vars = json.loads(fleet["extra_vars"]) if isinstance(fleet["extra_vars"], str) else fleet["extra_vars"]
+    assert extra_vars["rm_fleet_order"] == "sorted" and extra_vars["rm_reports_root"] == "/backups/reports"
+    sources = {name_of(state, "inventories", s["inventory"]): s for s in state["inventory_sources"]}
+    assert sources["release-migrations fleet"]["source_path"] == "inventories/fleet-example/hosts.yml"
+    # Waves and the budget are survey answers (extra variables, which the play's serial and
+    # max_fail_percentage can read; inventory variables they cannot).
+    survey = {q["variable"]: q for q in fleet["survey_spec"]["spec"]}
+    assert survey["rm_waves"]["type"] == "text" and survey["rm_waves"]["default"] == "1, 25%"
+    budget = survey["rm_max_fail_percentage"]
+    assert (budget["type"], budget["default"], budget["min"], budget["max"]) == ("integer", 0, 0, 100)
+
+
+@pytest.mark.parametrize("value, refused", [
+    (-1, "greater than or equal to 0"),
+    ("two", "A valid integer is required"),
+    (2.5, "A valid integer is required"),
+    (True, "A valid integer is required"),
+    (None, "may not be null"),
+])
+def test_the_standin_refuses_a_job_slice_count_awx_refuses(awx, configured, value, refused):
+    _, _, state = configured
+    jt = by_name(state, "job_templates")["migrate-fleet"]
+    body = {"name": "sliced", "project": jt["project"], "playbook": jt["playbook"], "inventory": jt["inventory"],
+            "job_slice_count": value}
+    with pytest.raises(ApiError) as err:
+        awx.handle("POST", "/api/v2/job_templates/", {}, body, "admin")
+    assert err.value.status == 400 and refused in err.value.body["job_slice_count"][0]
+    with pytest.raises(ApiError):
+        awx.handle("PATCH", f"/api/v2/job_templates/{jt['id']}/", {}, {"job_slice_count": value}, "admin")
+    assert awx.one("job_templates", name="migrate-fleet")["job_slice_count"] == 2
+
+
+def test_the_standin_reads_a_job_slice_count_as_awx_does(awx, configured):
+    _, _, state = configured
+    jt = by_name(state, "job_templates")["migrate-fleet"]
+    body = {"project": jt["project"], "playbook": jt["playbook"], "inventory": jt["inventory"]}
+    for name, value, stored in (("sliced-text", "3", 3), ("sliced-float", 4.0, 4), ("unsliced", 0, 0)):
+        status, created = awx.handle("POST", "/api/v2/job_templates/", {}, {**body, "name": name,
+                                                                          "job_slice_count": value}, "admin")
+        assert status == 201 and created["job_slice_count"] == stored
+        awx.handle("DELETE", f"/api/v2/job_templates/{created['id']}/", {}, None, "admin")
+
+
+def test_a_job_slice_count_below_1_is_refused_before_awx_is_touched(awx):
+    env = {**controller_env(awx, ADMIN_TOKEN), **SECRETS}
+    before = len(awx.requests)
+    run = run_playbook("playbooks/awx_configure.yml", inventory="inventories/awx", env=env,
+                       extra_vars={"awx_config_fleet_slices": 0}, timeout=300)
+    assert run.rc != 0 and "job_slice_count must be a whole number of at least 1" in run.output
+    assert len(awx.requests) == before
+
+
 # --- the approval reaches the playbook --------------------------------------------------------------------
 
 GATE_PLAYBOOK = """
@@ -243,7 +307,7 @@ GATE_PLAYBOOK = """
     - name: What preflight's context and plan steps record
       ansible.builtin.set_fact:
         preflight_result: >-
-          {{ {'database': 'release_manager', 'pending': [], 'inspect': {}, 'report_dir': out_dir}
+          {{ {'database': 'release_manager', 'pending': [], 'inspect': {}, 'report_dir': out_dir, 'dry_run': false}
              | combine(gate_plan | default({})) }}
 
     - name: Gate
@@ -370,7 +434,7 @@ def test_the_workflow_carries_the_sql_staging_ran_through_the_approval_to_produc
 def test_production_refuses_sql_that_is_not_what_staging_handed_on_naming_the_revision(gate_results):
     result = gate_results["sql_changed_since_staging"]
     assert "is not the approved SQL" in result["failure"]
-    assert "f00d00000001 (alembic/versions/f00d00000001_x.py): its SQL changed" in result["failure"]
+    assert "f00d00000001 (alembic/versions/f00d00000001_x.py): its SQL or its file changed" in result["failure"]
     # Inside the workflow a hash typed at launch does not stand in for the one staging handed on.
     typed = gate_results["sql_typed_inside_the_workflow"]
     assert typed["sql"]["source"] == "awx-workflow" and "is not the approved SQL" in typed["failure"]

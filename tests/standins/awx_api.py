@@ -13,7 +13,8 @@ workflow job side: `workflow_jobs/{id}/workflow_nodes/`, `workflow_approvals/{id
 `approve/` and `deny/`).
 
 It checks what AWX would refuse, so a wrong configuration fails here too: unknown references, duplicate
-names, a playbook or inventory file that is not in the project, survey specs AWX rejects, prompts
+names, a playbook or inventory file that is not in the project, survey specs AWX rejects, a job slice count
+that is not a whole number of at least 0 (read as AWX reads it: "3" and 3.0 are 3), prompts
 (inventory, credentials, extra data) given to a node or schedule whose template does not ask for them,
 two credentials of one type on a template, workflow edges across workflows or in a cycle, an rrule
 without DTSTART. Secret credential inputs read back as `$encrypted$`. Jobs do not run: a project update
@@ -231,6 +232,22 @@ class ApiError(Exception):
 
 def _bad(field: str, message: str) -> ApiError:
     return ApiError(400, {field: [message]})
+
+
+def _slice_count(value: Any) -> int:
+    """job_slice_count as AWX reads it (a PositiveIntegerField through DRF's IntegerField): 3, "3" or 3.0 is 3;
+    0 is accepted (no slicing, as 1); negative, fractional, boolean, null or non-numeric values are refused."""
+    if value is None:
+        raise _bad("job_slice_count", "This field may not be null.")
+    text = re.sub(r"\.0*\s*$", "", str(value))
+    if isinstance(value, bool) or not re.fullmatch(r"\s*[+-]?\d+\s*", text):
+        raise _bad("job_slice_count", "A valid integer is required.")
+    number = int(text)
+    if number < 0:
+        raise _bad("job_slice_count", "Ensure this value is greater than or equal to 0.")
+    if number > 2147483647:
+        raise _bad("job_slice_count", "Ensure this value is less than or equal to 2147483647.")
+    return number
 
 
 def _matches(value: Any, wanted: str) -> bool:
@@ -592,6 +609,8 @@ class AwxApiStandin:
     # --- create / update / delete ------------------------------------------------------------------------
     def _create(self, collection: str, body: dict) -> dict:
         fields = {k: v for k, v in body.items() if k not in ("id", "url", "related", "summary_fields", "type")}
+        if collection == "job_templates" and "job_slice_count" in fields:  # stored as the integer AWX reads
+            fields["job_slice_count"] = _slice_count(fields["job_slice_count"])
         candidate = {**copy.deepcopy(DEFAULTS.get(collection, {})), **fields}
         self._validate(collection, candidate, None)
         obj = self._insert(collection, fields)
@@ -600,6 +619,8 @@ class AwxApiStandin:
 
     def _update(self, collection: str, obj: dict, body: dict) -> dict:
         fields = {k: v for k, v in body.items() if k not in ("id", "url", "related", "summary_fields", "type")}
+        if collection == "job_templates" and "job_slice_count" in fields:
+            fields["job_slice_count"] = _slice_count(fields["job_slice_count"])
         if collection == "credentials" and "inputs" in fields:
             # As AWX: `$encrypted$` sent back keeps the stored secret.
             old = obj.get("inputs", {})
