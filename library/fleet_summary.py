@@ -47,11 +47,11 @@ options:
     type: list
     elements: dict
     required: true
+author: release-migrations maintainers
 attributes:
   check_mode:
     support: full
     details: Writes the summary in check mode too.
-author: release-migrations maintainers
 """
 
 EXAMPLES = r"""
@@ -66,6 +66,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+written:
+  description: The two files written (summary.json, summary.md).
+  returned: always
+  type: list
+  elements: str
 status:
   description: C(running) (more waves to come, or a wave in progress), C(stopped) (the failure budget stopped the
     waves) or C(finished).
@@ -75,11 +80,6 @@ counts:
   description: How many databases are in each state (C(migrated), C(failed-rolled-back), C(never-touched), ...).
   returned: always
   type: dict
-written:
-  description: The two files written (summary.json, summary.md).
-  returned: always
-  type: list
-  elements: str
 """
 
 if __name__ == "__main__":

@@ -108,11 +108,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-pending:
-  description: The revisions rehearsed, in the order they run.
+duration_s:
+  description: Wall time of the whole rehearsal, in seconds.
   returned: always
-  type: list
-  elements: str
+  type: float
 round_trips:
   description:
     - Per revision, C(round_trip) (C(ok), C(differs), C(failed) or C(not proven)) and C(detail) (the schema
@@ -135,17 +134,19 @@ at_target:
   description: Whether the scratch database is back at the target after the walk down.
   returned: always
   type: bool
-duration_s:
-  description: Wall time in seconds.
+pending:
+  description: The revisions rehearsed, in the order they run.
   returned: always
-  type: float
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.module_shell import CONNECTION_SPEC, VERSION_TABLE_SPEC, argument_spec, run_request
 
 ARGUMENT_SPEC = argument_spec(
-    CONNECTION_SPEC, VERSION_TABLE_SPEC,
+    CONNECTION_SPEC,
+    VERSION_TABLE_SPEC,
     live_url={"type": "str", "no_log": True},
     config={"type": "path"},
     script_location={"type": "path"},

@@ -37,11 +37,11 @@ options:
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - connection
 attributes:
   check_mode:
     support: full
-extends_documentation_fragment:
-  - connection
 author: release-migrations maintainers
 """
 

@@ -116,7 +116,7 @@ refusals:
   type: list
   elements: str
 duration_s:
-  description: Wall time in seconds.
+  description: Wall time in seconds, from reading the backup to the swap's commit.
   returned: always
   type: float
 """

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ansible.module_utils.lint_walk import nodes
 from ansible.module_utils.sql_text import split_statements
 
 _HEADER = re.compile(rb"^-- (?:Data for )?Name: (?P<name>.*?); Type: (?P<type>[A-Z ]+); Schema: (?P<schema>[^;]*);")
@@ -91,7 +92,7 @@ class SideSchema:
         from pglast import ast
         from pglast.stream import RawStream
 
-        for node in _walk(stmt):
+        for node in nodes(stmt):
             if isinstance(node, ast.RangeVar) and self._wanted(node.schemaname, node.relname):
                 node.schemaname = self.side
             elif isinstance(node, ast.String) and node.sval:
@@ -127,19 +128,6 @@ def _owned_by(stmt: Any) -> tuple[str, ...] | None:
             names = [getattr(p, "sval", "") for p in option.arg]
             return tuple(names[-3:-1]) if len(names) >= 3 else ("public", names[0]) if len(names) == 2 else None
     return None
-
-
-def _walk(node: Any) -> Iterator[Any]:
-    from pglast import ast
-
-    stack = [node]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, tuple | list):
-            stack.extend(item)
-        elif isinstance(item, ast.Node):
-            yield item
-            stack.extend(getattr(item, name) for name in item if getattr(item, name, None) is not None)
 
 
 def _acts_on(stmt: Any) -> list[tuple[str | None, str]]:

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from ansible.module_utils.lint_rules import rule
-from ansible.module_utils.lint_walk import Statement, Walk, parse
+from ansible.module_utils.lint_walk import Statement, Walk, nodes, parse
 
 _LIMIT = re.compile(r"\b(UPDATE|DELETE)\b[^;]*\bLIMIT\s+\S+", re.I | re.S)
 _DOLLAR = "$rm_lint$"
@@ -25,19 +25,6 @@ _RANGE_OPS = {"<", "<=", ">", ">="}
 def finding(stmt: Statement, name: str, detail: str = "") -> dict[str, Any]:
     return {"revision": stmt.revision, "line": stmt.line, "statement": " ".join(stmt.text.split())[:200],
             "rule": name, "detail": detail, **rule(name)}
-
-
-def nodes(expr: Any):
-    from pglast import ast
-
-    stack = [expr]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, tuple | list):
-            stack.extend(item)
-        elif isinstance(item, ast.Node):
-            yield item
-            stack.extend(getattr(item, name) for name in item if getattr(item, name, None) is not None)
 
 
 # --- DO blocks --------------------------------------------------------------------------------------

@@ -174,3 +174,17 @@ def walk_plan(revisions: list[dict[str, Any]], version_table: str = "alembic_ver
             _track_tables(walk, node)
         executes += len(counts) + 1
     return walk
+
+
+def nodes(expr: Any):
+    """Every pglast node under ``expr`` (itself included), depth first."""
+    from pglast import ast
+
+    stack = [expr]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, tuple | list):
+            stack.extend(item)
+        elif isinstance(item, ast.Node):
+            yield item
+            stack.extend(getattr(item, name) for name in item if getattr(item, name, None) is not None)

@@ -358,8 +358,7 @@ def _way_back(r: dict[str, Any]) -> list[str]:
 
 
 def _app_queries(r: dict[str, Any]) -> list[str]:
-    q = r.get("app_queries")
-    if not q:
+    if not (q := r.get("app_queries")):
         return []
     sources = q.get("sources") or {}
     lines = ["## The running app's queries against the new schema",
