@@ -9,14 +9,16 @@ not after a revision means the app version still running breaks the moment that 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ansible.module_utils.sql_text import mask_sql_secrets, split_statements
 
 DML = ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt")
 TOP_N = 200
-# PREPARE failures that say nothing about the schema: a parameter whose type cannot be inferred.
-NOT_ABOUT_THE_SCHEMA = {"42P18", "42P08"}
+# "could not determine data type of parameter $n": declared text and prepared again (at most this many).
+_UNTYPED = re.compile(r"could not determine data type of parameter \$(\d+)")
+MAX_PARAMETERS = 100
 
 
 _DML_WORDS = ("select", "insert", "update", "delete", "with", "values", "table")
@@ -76,9 +78,11 @@ def from_files(paths: list[str]) -> list[dict[str, Any]]:
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
-        except OSError as exc:
-            raise OperatorError(f"The app's query file {path} cannot be read: {exc.strerror}.",
-                                "Point rm_app_queries at the app's query file (SQL, ';'-separated).") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = (exc.strerror if isinstance(exc, OSError)
+                   else f"it is not UTF-8 text ({exc.reason} at byte {exc.start})")
+            raise OperatorError(f"The app's query file {path} cannot be read: {why}.",
+                                "Point rm_app_queries at the app's query file (SQL, ';'-separated, UTF-8).") from None
         for statement in split_statements(text):
             lines = statement.splitlines()
             while lines and lines[0].lstrip().startswith("--"):
@@ -98,19 +102,35 @@ def prepare_all(cur, queries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
     for index, entry in enumerate(queries):
         if entry.get("skipped"):
             continue
-        name = f"rm_app_query_{index}"
+        failure = _prepare(cur, f"rm_app_query_{index}", entry["query"])
+        results[entry["query"]] = ({"ok": True, "sqlstate": None, "error": None} if failure is None
+                                   else {"ok": False, **failure})
+    return results
+
+
+def _prepare(cur, name: str, query: str) -> dict[str, Any] | None:
+    """None when the query prepares, else {sqlstate, error}. A parameter whose type PostgreSQL cannot infer
+    (``$1 IS NULL``, ``concat($1, col)``: common once pg_stat_statements has replaced literals) is declared
+    ``text`` and the PREPARE tried again, so such queries are checked against the schema too."""
+    typed: set[int] = set()
+    while True:
+        types = ["text" if n in typed else "unknown" for n in range(1, max(typed, default=0) + 1)]
+        declared = f"({', '.join(types)})" if types else ""
         cur.execute("SAVEPOINT rm_prepare")
         try:
-            cur.execute(f"PREPARE {name} AS {entry['query']}")
+            cur.execute(f"PREPARE {name}{declared} AS {query}")
             cur.execute(f"DEALLOCATE {name}")
-            results[entry["query"]] = {"ok": True, "sqlstate": None, "error": None}
+            cur.execute("RELEASE SAVEPOINT rm_prepare")
+            return None
         except Exception as exc:  # noqa: BLE001 - the error is the finding
             cur.execute("ROLLBACK TO SAVEPOINT rm_prepare")
+            cur.execute("RELEASE SAVEPOINT rm_prepare")
             diag = getattr(getattr(exc, "diag", None), "message_primary", None)
             message = diag or (getattr(exc, "pgerror", None) or str(exc)).strip().splitlines()[0]
-            results[entry["query"]] = {"ok": False, "sqlstate": getattr(exc, "pgcode", None), "error": message}
-        cur.execute("RELEASE SAVEPOINT rm_prepare")
-    return results
+            untyped = _UNTYPED.search(message) if getattr(exc, "pgcode", None) == "42P18" else None
+            if untyped is None or int(untyped[1]) in typed or len(typed) >= MAX_PARAMETERS:
+                return {"sqlstate": getattr(exc, "pgcode", None), "error": message}
+            typed.add(int(untyped[1]))
 
 
 def shown(query: str) -> str:

@@ -53,6 +53,18 @@ def parse_waves(value: Any) -> list[int | str]:
     return waves
 
 
+def checked_budget(value: Any) -> int | None:
+    """``max_fail_percentage`` from ``rm_max_fail_percentage``: a whole number from 0 to 100 (None: no budget)."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip().removesuffix("%")
+    if isinstance(value, bool) or not text.isdigit() or int(text) > 100:
+        raise ValueError(f"rm_max_fail_percentage: {value!r} is not a failure budget. Give a whole number from 0 to "
+                         "100: the percentage of a wave's databases that may fail before the waves stop (0: the "
+                         "first failure stops them).")
+    return int(text)
+
+
 def wave_size(item: int | str, total: int) -> int:
     """Ansible's pct_to_int: a percentage of all the play's hosts (at least 1), or the number itself."""
     if isinstance(item, str) and item.endswith("%"):
@@ -140,7 +152,8 @@ def database_entry(host: str, database: str | None, wave: int, record: dict | No
         "verified": outcome == "migrated" and bool(verify) and not verify.get("schema_diff"),
         "failure": ({"task": failure.get("task"), "msg": failure.get("msg"),
                      "failed_revision": failure.get("failed_revision")} if failure else None),
-        "rollback": ({k: rollback.get(k) for k in ("method", "ok", "at_start_revision", "revision_after", "restored")}
+        "rollback": ({k: rollback.get(k) for k in ("method", "ok", "at_start_revision", "revision_after", "restored",
+                                                   "applied")}
                      if rollback else None),
         "started_at": report.get("started_at"), "finished_at": report.get("finished_at"),
         "duration_s": _report_seconds(report),
@@ -307,11 +320,19 @@ def _attention(s: dict[str, Any]) -> list[str]:
             continue
         failure = d.get("failure") or {}
         rollback = d.get("rollback") or {}
-        undo = (f"Rolled back by {rollback.get('method') or 'downgrade'}" if rollback else "No rollback ran")
+        undo = _undo(rollback)
         lines.append(f"- `{d['database']}` (host {d['host']}, wave {d['wave']}): failed at "
                      f"\"{failure.get('task', '?')}\": {_cell(failure.get('msg', '?')).rstrip('.')}. {undo}; now "
                      f"{where}. Report: `{d.get('report')}`")
     return [*lines, ""]
+
+
+def _undo(rollback: dict[str, Any]) -> str:
+    if not rollback:
+        return "No rollback ran"
+    if (rollback.get("method") or "downgrade") == "downgrade" and rollback.get("applied") == []:
+        return "Nothing to roll back (the failed revision's own transaction undid it)"
+    return f"Rolled back by {rollback.get('method') or 'downgrade'}" + ("" if rollback.get("ok") else " (FAILED)")
 
 
 def _database_rows(s: dict[str, Any]) -> list[str]:

@@ -184,12 +184,31 @@ def _walk_down(req: RehearsalRequest, pending: list[str], walk: _Walk) -> dict[s
             _migrate(req, _heads(walk.states[step - 1]), down=True)
         except OperatorError as exc:
             trips[revision] = {"round_trip": "failed", "detail": exc.message}
-            break
-        diff = diff_schemas(_schema(req), walk.schemas[step - 1])
-        trips[revision] = {"round_trip": "differs" if diff else "ok", "detail": "; ".join(diff[:10]) or None}
-        if diff:
+        else:
+            diff = diff_schemas(_schema(req), walk.schemas[step - 1])
+            trips[revision] = {"round_trip": "differs" if diff else "ok", "detail": "; ".join(diff[:10]) or None}
+        if trips[revision]["round_trip"] != "ok" and step > 1 and not _rebuilt_at(req, walk.states[step - 1]):
+            for below in pending[:step - 1]:  # the rest cannot be walked from a schema that is not theirs
+                trips[below] = {"round_trip": NOT_PROVEN, "stopped": True,
+                                "detail": f"the walk down stopped at {revision}"}
             break
     return trips
+
+
+def _rebuilt_at(req: RehearsalRequest, state: tuple[str, ...]) -> bool:
+    """A new scratch database at ``state`` (so the walk down goes on below a revision whose downgrade did not give
+    the schema back); False when not allowed (``recreate``) or when that fails."""
+    from ansible.module_utils.scratch_database import ensure_database
+
+    if not req.recreate:
+        return False
+    try:
+        ensure_database(req.conn, False, protect=req.protect)
+        ensure_database(req.conn, True, fresh=True)
+        _migrate(req, _heads(state))
+    except OperatorError:
+        return False
+    return True
 
 
 def _down_in_one_run(req: RehearsalRequest, pending: list[str], walk: _Walk,
@@ -207,7 +226,9 @@ def _down_in_one_run(req: RehearsalRequest, pending: list[str], walk: _Walk,
         return {rev: trip if trip["detail"] else {**trip, "detail": why} for rev, trip in trips.items()}
     diff = diff_schemas(_schema(req), walk.schemas[0])
     detail = f"{why}; back at the start the schema differs: {'; '.join(diff[:10])}" if diff else why
-    return {rev: {"round_trip": "ok" if not diff else NOT_PROVEN, "detail": detail} for rev in pending}
+    # Back at the start with another schema: one of them did not give its part back, which one is unknown.
+    return {rev: {"round_trip": "ok", "detail": detail} if not diff else
+            {"round_trip": NOT_PROVEN, "detail": detail, "stopped": True} for rev in pending}
 
 
 def rehearse(req: RehearsalRequest) -> dict[str, Any]:
@@ -218,11 +239,7 @@ def rehearse(req: RehearsalRequest) -> dict[str, Any]:
     walk = _walk_up(req, pending)
     models = _models(req) if req.compare_models else {"checked": False, "reason": "off", "diffs": []}
     trips = _walk_down(req, pending, walk)
-    back_up = None
-    try:
-        _migrate(req, req.target)
-    except OperatorError as exc:
-        back_up = exc.message
+    back_up = _up_again(req, trips)
     return {
         "pending": pending,
         "round_trips": [{"revision": rev, **trips[rev]} for rev in pending],
@@ -235,6 +252,21 @@ def rehearse(req: RehearsalRequest) -> dict[str, Any]:
         "back_up_error": back_up,
         "duration_s": round(time.monotonic() - started, 3),
     }
+
+
+def _up_again(req: RehearsalRequest, trips: dict[str, dict[str, Any]]) -> str | None:
+    """Back up to the target (verify compares the live database with it); None, or why it could not. A revision
+    that fails to go up again after the walk down left something behind (a function, a type): irreversible, and
+    the scratch database is built again at the target when allowed."""
+    try:
+        _migrate(req, req.target)
+        return None
+    except OperatorError as exc:
+        failed, message = exc.details.get("failed_revision"), exc.message
+    if failed in trips and trips[failed]["round_trip"] in ("ok", NOT_PROVEN):
+        trips[failed] = {"round_trip": "differs", "detail": f"up again after its downgrade fails: {message}"}
+    target = tuple((req.target or "").split(",")) if req.target else ()
+    return None if _rebuilt_at(req, target) else message
 
 
 def _models(req: RehearsalRequest) -> dict[str, Any]:

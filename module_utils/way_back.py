@@ -16,6 +16,7 @@ from the pre-migration backup and drop the tables it created, keeping every othe
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ansible.module_utils.lint_walk import walk_plan
@@ -24,56 +25,120 @@ NO_DOWNGRADE = {"empty": "downgrade() is empty or pass", "raises": "downgrade() 
                 "missing": "there is no downgrade()", "unknown": "the revision file cannot be read"}
 _WRITES = {"UpdateStmt", "DeleteStmt", "InsertStmt", "TruncateStmt", "AlterTableStmt", "IndexStmt", "RenameStmt",
            "DropStmt", "CreateTrigStmt", "RuleStmt", "ClusterStmt", "VacuumStmt"}
+_REWRITES = {"UpdateStmt", "DeleteStmt", "TruncateStmt"}  # old values gone unless the downgrade puts them back
+# What a table restore cannot take back: objects that are not tables (types, functions, sequences, views, ...).
+_OTHER_OBJECTS = {"CreateEnumStmt": "type", "AlterEnumStmt": "type", "CompositeTypeStmt": "type",
+                  "CreateDomainStmt": "domain", "CreateRangeStmt": "type", "DefineStmt": "object",
+                  "CreateFunctionStmt": "function", "CreateSeqStmt": "sequence", "ViewStmt": "view",
+                  "CreateSchemaStmt": "schema", "CreateExtensionStmt": "extension", "DoStmt": "DO block"}
+_SIMPLE_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 
 
-def _dropped_tables(node: Any) -> list[str]:
+def quoted(name: str) -> str:
+    """An identifier as PostgreSQL's quote_ident writes it."""
+    try:
+        from pglast.keywords import COL_NAME_KEYWORDS, RESERVED_KEYWORDS, TYPE_FUNC_NAME_KEYWORDS
+        keyword = name in RESERVED_KEYWORDS | TYPE_FUNC_NAME_KEYWORDS | COL_NAME_KEYWORDS
+    except ImportError:
+        keyword = False
+    return name if _SIMPLE_NAME.fullmatch(name) and not keyword else '"' + name.replace('"', '""') + '"'
+
+
+def table_name(schema: str | None, table: str) -> str:
+    """A table as pg_restore_tables and the report name it: bare in public, else schema-qualified; quoted."""
+    return quoted(table) if schema in (None, "public") else f"{quoted(schema)}.{quoted(table)}"
+
+
+def _dropped_tables(node: Any) -> list[tuple[str, str]]:
     if type(node).__name__ != "DropStmt" or getattr(node.removeType, "name", "") != "OBJECT_TABLE":
         return []
-    return [".".join(getattr(part, "sval", str(part)) for part in name).split(".")[-1].lower()
-            for name in node.objects or ()]
+    out = []
+    for name in node.objects or ():
+        parts = [getattr(part, "sval", str(part)) for part in name]
+        out.append((parts[-2] if len(parts) > 1 else "public", parts[-1]))
+    return out
 
 
-def _dropped_columns(node: Any, table: str | None) -> list[str]:
+def _dropped_columns(node: Any, table: str) -> list[str]:
     if type(node).__name__ != "AlterTableStmt":
         return []
     return [f"{table}.{cmd.name}" for cmd in node.cmds or ()
             if getattr(cmd.subtype, "name", "") == "AT_DropColumn" and cmd.name]
 
 
+def _dropped_otherwise(node: Any) -> list[str]:
+    """What a drop takes with it beyond a named table: a schema, anything a CASCADE reaches, or unreadable SQL."""
+    kind = type(node).__name__
+    if node is None:
+        return ["whatever a statement the parser cannot read drops"]
+    if kind == "DoStmt":
+        return ["whatever its DO block drops (its body cannot be read)"]
+    if kind != "DropStmt":
+        return []
+    what = getattr(node.removeType, "name", "").removeprefix("OBJECT_").lower()
+    names = ", ".join(".".join(getattr(p, "sval", str(p)) for p in n) if isinstance(n, tuple | list)
+                      else getattr(n, "sval", str(n)) for n in node.objects or ())
+    if what == "schema":
+        return [f"schema {names} and every table in it"]
+    if getattr(node.behavior, "name", "") == "DROP_CASCADE":
+        return [f"everything that depends on {what} {names} (CASCADE)"]
+    return []
+
+
 def losses(downgrade_sql: str | None, version_table: str = "alembic_version") -> list[str]:
-    """What a downgrade's SQL throws away: tables and columns it drops, rows it deletes."""
+    """What a downgrade's SQL throws away: tables, columns and schemas it drops, what a CASCADE or a DO block may
+    drop, rows it deletes."""
     if not downgrade_sql:
         return []
     walk = walk_plan([{"revision": "down", "sql": downgrade_sql}], version_table)
     out: list[str] = []
     for stmt in walk.statements:
         kind = type(stmt.node).__name__
-        out += [f"table {t}" for t in _dropped_tables(stmt.node)]
-        out += [f"column {c}" for c in _dropped_columns(stmt.node, stmt.table)]
+        name = table_name(stmt.schema, stmt.table) if stmt.table else "a table"
+        out += [f"table {table_name(*t)}" for t in _dropped_tables(stmt.node)]
+        out += [f"column {c}" for c in _dropped_columns(stmt.node, name)]
+        out += _dropped_otherwise(stmt.node)
         if kind in ("DeleteStmt", "TruncateStmt") and stmt.table != walk.version_table:
-            out.append(f"rows of {stmt.table or 'a table'}")
-    return out
+            out.append(f"rows of {name}")
+    return list(dict.fromkeys(out))
+
+
+def tables_acted_on(sql: str | None, version_table: str = "alembic_version") -> set[str]:
+    """Every table a piece of SQL acts on (the downgrade's, to see whether it touches what the upgrade rewrote)."""
+    if not sql:
+        return set()
+    walk = walk_plan([{"revision": "sql", "sql": sql}], version_table)
+    return {table_name(s.schema, s.table) for s in walk.statements if s.table} | {
+        table_name(*t) for s in walk.statements for t in _dropped_tables(s.node)}
 
 
 def touched(revisions: list[dict[str, Any]], version_table: str = "alembic_version") -> dict[str, dict[str, list]]:
-    """Per revision: the existing tables its upgrade writes or alters (``tables``) and the ones it creates."""
+    """Per revision: the existing tables its upgrade writes or alters (``tables``), the ones it creates
+    (``created``), the existing tables whose rows it rewrites (``rewrites``) and the objects other than tables it
+    creates or changes (``objects``: a table restore does not take those back)."""
     walk = walk_plan(revisions, version_table)
-    out = {e["revision"]: {"tables": [], "created": []} for e in revisions}
+    out = {e["revision"]: {"tables": [], "created": [], "rewrites": [], "objects": []} for e in revisions}
     for stmt in walk.statements:
         kind = type(stmt.node).__name__
         entry = out[stmt.revision]
-        names = _dropped_tables(stmt.node) or ([stmt.table] if stmt.table else [])
-        for name in names:
-            if name == walk.version_table:
+        if kind in _OTHER_OBJECTS or (kind == "CreateTableAsStmt" and "MATVIEW" in str(stmt.node.objtype)):
+            entry["objects"].append(f"{_OTHER_OBJECTS.get(kind, 'materialized view')} (line {stmt.line})")
+            continue
+        keys = _dropped_tables(stmt.node) or ([(stmt.schema, stmt.table)] if stmt.table else [])
+        for schema, table in keys:
+            if table == walk.version_table:
                 continue
+            name = table_name(schema, table)
             if kind in ("CreateStmt", "CreateTableAsStmt"):
                 entry["created"].append(name)
             elif kind in _WRITES and not stmt.table_is_new and name not in entry["tables"]:
                 entry["tables"].append(name)
+            if kind in _REWRITES and not stmt.table_is_new and name not in entry["rewrites"]:
+                entry["rewrites"].append(name)
     return out
 
 
-def classify(entry: dict[str, Any], trip: dict[str, Any] | None) -> dict[str, Any]:
+def classify(entry: dict[str, Any], trip: dict[str, Any] | None, rewrites: list[str] | None = None) -> dict[str, Any]:
     """One revision's kind, why, and whether the rehearsal proved it."""
     round_trip = (trip or {}).get("round_trip", "not proven")
     if entry.get("downgrade") in NO_DOWNGRADE:
@@ -84,6 +149,14 @@ def classify(entry: dict[str, Any], trip: dict[str, Any] | None) -> dict[str, An
     if round_trip in ("failed", "differs"):
         return {"kind": "irreversible", "proven": True,
                 "why": f"down and up on the scratch database {round_trip}: {(trip or {}).get('detail')}"}
+    if (trip or {}).get("stopped"):
+        return {"kind": "irreversible", "proven": False,
+                "why": f"its downgrade was never rehearsed ({trip['detail']}): not taken automatically"}
+    kept = sorted(set(rewrites or ()) - tables_acted_on(entry.get("downgrade_sql")))
+    if kept and entry.get("downgrade_sql") is not None:
+        return {"kind": "irreversible", "proven": True,
+                "why": f"its upgrade rewrites rows of {', '.join(kept)} and its downgrade does not touch them: the "
+                       "old values do not come back"}
     lost = losses(entry.get("downgrade_sql"))
     if lost:
         return {"kind": "lossy", "why": f"its downgrade drops {', '.join(lost)}", "proven": round_trip == "ok",
@@ -100,15 +173,18 @@ def way_back(kind: str, touches: dict[str, list], *, allow_lossy: bool, allow_re
     if kind == "lossy":  # restoring its tables would lose more (every write to them since the backup)
         return {"method": "forward-fix", "why": "its downgrade loses data written after apply and "
                 "rm_allow_lossy_downgrade is off: fix forward, or allow it after review"}
-    if analysable and (touches["tables"] or touches["created"]):
+    objects = touches.get("objects") or []
+    if analysable and not objects and (touches["tables"] or touches["created"]):
         what = ", ".join(touches["tables"]) or "none"
         return {"method": "restore-tables",
                 "why": f"restore the tables it touched ({what}) from the pre-migration backup and drop the tables "
                        f"it created ({', '.join(touches['created']) or 'none'}); every other table keeps its writes"}
+    beyond = f"it changes more than tables ({', '.join(objects)}), which a table restore does not take back; "
     if allow_restore:
-        return {"method": "full-restore", "why": "restore the pre-migration backup (writes since it are lost)"}
-    return {"method": "forward-fix", "why": "no downgrade, no table restore and no full restore allowed here: fix "
-            "forward with a new revision"}
+        return {"method": "full-restore", "why": (beyond if objects else "") + "restore the pre-migration backup "
+                "(writes since it are lost)"}
+    return {"method": "forward-fix", "why": (beyond if objects else "") + "no downgrade, no table restore and no "
+            "full restore allowed here: fix forward with a new revision"}
 
 
 def plan(revisions: list[dict[str, Any]], trips: list[dict[str, Any]] | None, *, allow_lossy: bool = False,
@@ -118,10 +194,11 @@ def plan(revisions: list[dict[str, Any]], trips: list[dict[str, Any]] | None, *,
     touches = touched(revisions, version_table)
     out = []
     for entry in revisions:
-        kind = classify(entry, by_revision.get(entry["revision"]))
+        mine = touches[entry["revision"]]
+        kind = classify(entry, by_revision.get(entry["revision"]), mine["rewrites"])
         analysable = entry.get("sql") is not None
-        out.append({"revision": entry["revision"], **kind, **touches[entry["revision"]],
-                    "way_back": way_back(kind["kind"], touches[entry["revision"]], allow_lossy=allow_lossy,
+        out.append({"revision": entry["revision"], **kind, **mine,
+                    "way_back": way_back(kind["kind"], mine, allow_lossy=allow_lossy,
                                          allow_restore=allow_restore, analysable=analysable)})
     return out
 

@@ -207,3 +207,12 @@ def stats_server():
         subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items):
+    """The longest tests first (molecule scenarios, then ansible-playbook runs), so that the two workers finish
+    together instead of one waiting for a long test picked up last. A stable sort: a module's tests stay together."""
+    def weight(item) -> int:
+        return 0 if item.get_closest_marker("molecule") else 1 if item.get_closest_marker("playbook") else 2
+
+    items.sort(key=weight)

@@ -77,6 +77,47 @@ def test_a_downgrade_that_does_not_give_the_schema_back_is_found(new_database, t
     assert trip["round_trip"] == "differs" and "ix_users_name" in trip["detail"]
 
 
+# f00d00000002 on top of FORGETS_ITS_INDEX: a column whose downgrade is a no-op (the walk down differs there).
+KEEPS_ITS_COLUMN = DROPS_EMAIL.replace('"""test: drop users.email (contract before the app stopped reading it)"""',
+                                       '"""test: users.age, a downgrade that forgets it"""').replace(
+    'op.drop_column("users", "email")', 'op.add_column("users", sa.Column("age", sa.Integer()))').replace(
+    'op.add_column("users", sa.Column("email", sa.String(255), nullable=True))', 'op.execute("SELECT 1")')
+# A downgrade that forgets the function its upgrade made: going up again fails ("already exists").
+LEAVES_A_FUNCTION = GOOD_REVISION.replace(
+    'op.add_column("users", sa.Column("nickname", sa.String(50)))',
+    'op.execute("CREATE FUNCTION rm_answer() RETURNS int LANGUAGE sql AS $$ SELECT 42 $$")',
+).replace('op.drop_column("users", "nickname")', 'op.execute("SELECT 1")')
+
+
+def test_the_walk_down_goes_on_below_a_revision_that_did_not_give_the_schema_back(new_database, tmp_path):
+    """f00d00000002 forgets its column on the way down; f00d00000001 (below it) forgets its index: both are found,
+    each on a scratch database rebuilt at the schema it expects."""
+    ini = chain_copy(tmp_path / "chain", FORGETS_ITS_INDEX, KEEPS_ITS_COLUMN)
+    scratch = new_database("reh")
+    run = rehearse(scratch, ini, recreate=True)
+    assert run.rc == 0, run.output
+    trips = {t["revision"]: t for t in run.result["round_trips"]}
+    assert trips["f00d00000002"]["round_trip"] == "differs" and "age" in trips["f00d00000002"]["detail"]
+    assert trips["f00d00000001"]["round_trip"] == "differs" and "ix_users_name" in trips["f00d00000001"]["detail"]
+    assert run.result["at_target"] is True and revision_of(scratch) == ["f00d00000002"]
+    # Without leave to rebuild it, the walk stops there and says so: the revision below is not proven.
+    stopped = rehearse(new_database("reh"), ini, recreate=False).result["round_trips"]
+    assert stopped[0] == {"revision": "f00d00000001", "round_trip": "not proven", "stopped": True,
+                          "detail": "the walk down stopped at f00d00000002"}
+
+
+def test_a_downgrade_that_leaves_a_function_behind_is_irreversible_and_the_scratch_ends_at_the_target(
+        new_database, tmp_path):
+    ini = chain_copy(tmp_path / "chain", LEAVES_A_FUNCTION)
+    scratch = new_database("reh")
+    run = rehearse(scratch, ini, target="f00d00000001", recreate=True)
+    assert run.rc == 0, run.output
+    [trip] = run.result["round_trips"]
+    assert trip["round_trip"] == "differs" and "already exists" in trip["detail"]
+    assert run.result["at_target"] is True and revision_of(scratch) == ["f00d00000001"]
+    assert sql(scratch, "SELECT rm_answer()") == [(42,)]
+
+
 def test_a_downgrade_that_fails_is_found(new_database, tmp_path):
     raising = GOOD_REVISION.replace('op.drop_column("users", "nickname")', 'raise NotImplementedError("no way back")')
     run = rehearse(new_database("reh"), chain_copy(tmp_path / "chain", raising), target="f00d00000001")

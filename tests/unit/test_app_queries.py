@@ -45,3 +45,40 @@ def test_without_pglast_an_app_image_still_keeps_dml_by_its_first_word(monkeypat
     monkeypatch.setitem(sys.modules, "pglast", None)  # the app's image has no pglast
     assert dml_only("SELECT email FROM users WHERE id = $1;") == "SELECT email FROM users WHERE id = $1"
     assert dml_only("SET search_path = app") is None and dml_only("SELECT 1; SELECT 2") is None
+
+
+@pytest.mark.db
+def test_a_parameter_whose_type_cannot_be_inferred_is_typed_so_the_query_is_still_checked(new_database, tmp_path):
+    import psycopg2
+    from ansible.module_utils.app_queries import prepare_all
+
+    url = new_database("rm_app_queries")
+    queries = [{"query": q, "source": "test"} for q in (
+        "SELECT id FROM users WHERE ($1 IS NULL OR email = $2)",
+        "SELECT json_build_object($1, id, $2, email) FROM users",
+        "SELECT concat($1, email) FROM users",
+        "SELECT id FROM users WHERE id = $1",
+    )]
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE users (id int PRIMARY KEY, email text)")
+            before = prepare_all(cur, queries)
+            cur.execute("ALTER TABLE users DROP COLUMN email")
+            after = prepare_all(cur, queries)
+    finally:
+        conn.rollback()
+        conn.close()
+    assert all(r["ok"] for r in before.values()), before
+    # Once email is gone, the three whose parameters needed a type are found broken, for the schema's reason.
+    broken = {q: r for q, r in after.items() if not r["ok"]}
+    assert set(broken) == {q["query"] for q in queries[:3]}
+    assert all(r["sqlstate"] == "42703" and 'column "email" does not exist' in r["error"] for r in broken.values())
+
+
+def test_a_query_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "queries.sql"
+    path.write_bytes(b"SELECT 'caf\xe9' FROM users;")
+    with pytest.raises(OperatorError) as err:
+        from_files([str(path)])
+    assert str(path) in err.value.message and "not UTF-8" in err.value.message

@@ -9,6 +9,7 @@ import pytest
 from ansible.module_utils.fleet_summary import (
     budget_exceeded,
     build_summary,
+    checked_budget,
     load_reports,
     parse_waves,
     plan_waves,
@@ -196,3 +197,25 @@ def test_reports_are_read_from_each_databases_report_directory(tmp_path):
     records = [{"host": "a", "report_dir": str(tmp_path / "a")}, {"host": "b", "report_dir": str(tmp_path / "b")},
                {"host": "c", "report_dir": None}, {"host": "d", "report_dir": str(tmp_path / "missing")}]
     assert load_reports(records) == {"a": {"outcome": "migrated"}}
+
+
+def test_a_failure_that_its_own_transaction_undid_is_not_called_a_rollback():
+    started = [{"hosts": ["db01"], "started_at": 1000.0}]
+    undone = report("db01", "failed-rolled-back", after="aaaa", failure={"task": "Apply", "msg": "boom"},
+                    rollback={"method": "downgrade", "ok": True, "at_start_revision": True, "revision_after": "aaaa",
+                              "applied": []})
+    md = render_markdown(build_summary(FLEET, hosts(), started, [record("db01", "failed-rolled-back", 1003.0)],
+                                       {"db01": undone}, now=1004.0))
+    assert "Nothing to roll back (the failed revision's own transaction undid it)" in md
+    assert "Rolled back by" not in md
+
+
+@pytest.mark.parametrize(("value", "budget"), [(0, 0), ("25", 25), ("10%", 10), (100, 100), (None, None)])
+def test_a_failure_budget_is_a_whole_percentage(value, budget):
+    assert checked_budget(value) == budget
+
+
+@pytest.mark.parametrize("value", [-5, 150, "abc", 2.5, True])
+def test_a_failure_budget_out_of_range_is_refused_naming_the_variable(value):
+    with pytest.raises(ValueError, match="rm_max_fail_percentage"):
+        checked_budget(value)

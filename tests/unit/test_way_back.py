@@ -26,8 +26,48 @@ def test_what_a_downgrade_throws_away():
 
 def test_the_tables_a_revision_touches_and_creates_new_ones_are_not_touched():
     found = touched([BACKFILL, rev("d4", "INSERT INTO prefs VALUES (1);\nDROP TABLE legacy;")])
-    assert found["b2"] == {"tables": ["users"], "created": ["prefs"]}
-    assert found["d4"] == {"tables": ["legacy"], "created": []}  # prefs is new: created earlier in the plan
+    assert found["b2"] == {"tables": ["users"], "created": ["prefs"], "rewrites": ["users"], "objects": []}
+    # prefs is new: created earlier in the plan
+    assert found["d4"] == {"tables": ["legacy"], "created": [], "rewrites": [], "objects": []}
+
+
+def test_a_table_outside_public_or_with_an_odd_name_is_named_with_its_schema_quoted_as_postgresql_quotes():
+    found = touched([rev("s1", 'UPDATE tenant_b.items SET v = upper(v);\nALTER TABLE "Tenant A"."Odd""Name" '
+                              'ADD COLUMN x int;\nCREATE TABLE "Audit" (id int);\nALTER TABLE "user" ADD y int;')])
+    assert found["s1"]["tables"] == ["tenant_b.items", '"Tenant A"."Odd""Name"', '"user"']
+    assert found["s1"]["created"] == ['"Audit"']
+
+
+def test_a_downgrade_that_drops_through_cascade_a_schema_or_a_do_block_is_lossy():
+    for sql in ("DROP SCHEMA tenant_b CASCADE;", "DROP TYPE mood CASCADE;",
+                "DO $$ BEGIN EXECUTE 'DROP TABLE ' || 'items'; END $$;"):
+        entry = rev("x1", "SELECT 1;", sql)
+        assert classify(entry, {"round_trip": "ok"})["kind"] == "lossy", sql
+    assert losses("DROP SCHEMA tenant_b CASCADE;") == ["schema tenant_b and every table in it"]
+
+
+def test_a_data_migration_whose_downgrade_leaves_the_rows_alone_is_irreversible():
+    rewrite = rev("d1", "UPDATE users SET name = upper(name);", "SELECT 1;")
+    assert classify(rewrite, {"round_trip": "ok"}, ["users"])["kind"] == "irreversible"
+    undone = rev("d2", "UPDATE users SET name = upper(name);", "UPDATE users SET name = lower(name);")
+    assert classify(undone, {"round_trip": "ok"}, ["users"])["kind"] == "reversible"
+    step = plan([rewrite], [{"revision": "d1", "round_trip": "ok"}])[0]
+    assert step["kind"] == "irreversible" and step["way_back"]["method"] == "restore-tables"
+
+
+def test_a_revision_that_creates_more_than_tables_is_never_taken_back_by_a_table_restore():
+    enum = rev("t1", "CREATE TYPE mood AS ENUM ('ok');\nALTER TABLE users ADD COLUMN mood mood;", None, kind="empty")
+    step = plan([enum], [], allow_restore=True)[0]
+    assert step["objects"] and step["way_back"]["method"] == "full-restore"
+    assert "more than tables" in step["way_back"]["why"]
+    assert plan([enum], [])[0]["way_back"]["method"] == "forward-fix"
+
+
+def test_a_downgrade_the_walk_down_never_reached_is_not_taken_automatically():
+    stopped = {"round_trip": "not proven", "detail": "the walk down stopped at b2", "stopped": True}
+    step = plan([INDEX], [{"revision": "c3", **stopped}])[0]
+    assert step["kind"] == "irreversible" and not step["proven"]
+    assert rollback_method([step], ["c3"])["method"] != "downgrade"
 
 
 @pytest.mark.parametrize(("entry", "trip", "kind"), [
