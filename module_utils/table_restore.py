@@ -5,20 +5,25 @@ The way back from a revision that cannot be downgraded. The backup's checksum is
 schema while the app keeps running. Then one short transaction under ``lock_timeout`` (retried) moves the live
 tables, and the tables the plan created, into a new ``rm_replaced_<id>`` schema, moves the restored ones in,
 and sets the version table to the starting revision. Nothing is dropped: the replaced tables stay for the
-operator to inspect. Refused before anything changes when a table outside the set references one inside it
-by foreign key, or a view depends on one (after the swap they would point at the replaced table).
+operator to inspect (their foreign keys are dropped in the swap: a kept copy must not hold back, nor be reached
+by, the live tables' deletes). Refused before anything changes when a table outside the set references one
+inside it by foreign key, or a view depends on one (after the swap they would point at the replaced table).
+Names are read as PostgreSQL reads them (``"Tenant A"."Odd""Name"``); nothing the load runs may act on a live
+object. A failure after the side schema exists drops it (a retry with the same run id works); a run repeated
+after its restore finished recognises it (the replaced schema records what it did) and changes nothing.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ansible.module_utils.dump_objects import SideSchema, entries, parsed
+from ansible.module_utils.dump_objects import SideSchema, entries, parsed, split_name, table_name
 from ansible.module_utils.operator_error import OperatorError
 from ansible.module_utils.pg_connection import ConnInfo, ParsedOnce
 
@@ -27,7 +32,7 @@ from ansible.module_utils.pg_connection import ConnInfo, ParsedOnce
 class TableRestoreRequest(ParsedOnce):
     url: str
     src: str
-    tables: list[str]  # "table" (public) or "schema.table": restored from the backup
+    tables: list[str]  # "table" (public) or "schema.table", quoted as quote_ident would: restored
     created: list[str] = field(default_factory=list)  # tables the plan created: moved aside
     version_table: str = "alembic_version"
     revision: list[str] = field(default_factory=list)  # where the version table goes ([]: base)
@@ -47,8 +52,19 @@ class TableRestoreRequest(ParsedOnce):
 
 
 def _split(name: str) -> tuple[str, str]:
-    schema, _, table = name.rpartition(".")
-    return (schema or "public", table)
+    """("public", table) or (schema, table) of a name as PostgreSQL reads it (quotes, "" inside them)."""
+    try:
+        parts = split_name(name)
+    except ValueError as exc:
+        raise OperatorError(f"{exc}.", 'Write names as quote_ident does: users, tenant_b.items, "Tenant A".'
+                            '"Odd""Name".') from None
+    if len(parts) > 2:
+        raise OperatorError(f"{name!r} is not a table name (schema.table at most).", "Pass schema.table.")
+    return (parts[0], parts[1]) if len(parts) == 2 else ("public", parts[0])
+
+
+def _names(pairs) -> list[str]:
+    return sorted(table_name(s, t) for s, t in pairs)
 
 
 def _ident(*parts: str) -> str:
@@ -59,29 +75,37 @@ def _ident(*parts: str) -> str:
 
 
 def refusals(cur, req: TableRestoreRequest) -> list[str]:
-    """Why the swap would break something, as sentences; [] when it can go ahead."""
+    """Why the swap would break something, as sentences; [] when it can go ahead. Names compared as the catalog
+    holds them (pg_namespace.nspname, pg_class.relname: unquoted)."""
     cur.execute("SELECT nspname FROM pg_namespace WHERE nspname IN (%s, %s)", (req.side, req.trash))
     out = [f"schema {row[0]} already exists" for row in cur.fetchall()]
     members = sorted(req.wanted | req.moved)
+    by_name: dict[str, list[tuple[str, str]]] = {}
+    for s, t in members:
+        by_name.setdefault(t, []).append((s, t))
+    out += [f"{', '.join(_names(same))} share one name (the side and replaced schemas hold one table of a name; "
+            "restore them in separate runs)" for same in by_name.values() if len(same) > 1]
+    wanted = ([s for s, _ in members], [t for _, t in members])
     cur.execute(
-        "SELECT c.conname, src.relnamespace::regnamespace::text, src.relname, dst.relname FROM pg_constraint c "
-        "JOIN pg_class src ON src.oid = c.conrelid JOIN pg_class dst ON dst.oid = c.confrelid "
-        "WHERE c.contype = 'f' AND (dst.relnamespace::regnamespace::text, dst.relname) IN "
-        "(SELECT * FROM unnest(%s::text[], %s::text[]))",
-        ([s for s, _ in members], [t for _, t in members]))
-    for name, schema, table, target in cur.fetchall():
+        "SELECT c.conname, sn.nspname, src.relname, dn.nspname, dst.relname FROM pg_constraint c "
+        "JOIN pg_class src ON src.oid = c.conrelid JOIN pg_namespace sn ON sn.oid = src.relnamespace "
+        "JOIN pg_class dst ON dst.oid = c.confrelid JOIN pg_namespace dn ON dn.oid = dst.relnamespace "
+        "WHERE c.contype = 'f' AND (dn.nspname, dst.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        wanted)
+    for name, schema, table, target_schema, target in cur.fetchall():
         if (schema, table) not in req.wanted | req.moved:
-            out.append(f"foreign key {name} of {schema}.{table} references {target} (written since the backup, it "
-                       "would point at the replaced table)")
+            out.append(f"foreign key {name} of {schema}.{table} references {table_name(target_schema, target)} "
+                       "(written since the backup, it would point at the replaced table)")
     cur.execute(
-        "SELECT DISTINCT v.relnamespace::regnamespace::text || '.' || v.relname, t.relname FROM pg_depend d "
+        "SELECT DISTINCT vn.nspname, v.relname, tn.nspname, t.relname FROM pg_depend d "
         "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
-        "JOIN pg_class t ON t.oid = d.refobjid WHERE d.classid = 'pg_rewrite'::regclass AND v.oid <> t.oid "
-        "AND (t.relnamespace::regnamespace::text, t.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-        ([s for s, _ in members], [t for _, t in members]))
-    out += [f"view {view} depends on {table}" for view, table in cur.fetchall()]
-    cur.execute("SELECT relnamespace::regnamespace::text, relname FROM pg_class WHERE relkind = 'p' OR relispartition")
-    out += [f"{s}.{t} is partitioned" for s, t in cur.fetchall() if (s, t) in req.wanted]
+        "JOIN pg_namespace vn ON vn.oid = v.relnamespace JOIN pg_class t ON t.oid = d.refobjid "
+        "JOIN pg_namespace tn ON tn.oid = t.relnamespace WHERE d.classid = 'pg_rewrite'::regclass "
+        "AND v.oid <> t.oid AND (tn.nspname, t.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))", wanted)
+    out += [f"view {vs}.{v} depends on {table_name(ts, t)}" for vs, v, ts, t in cur.fetchall()]
+    cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'p' OR c.relispartition")
+    out += [f"{table_name(s, t)} is partitioned" for s, t in cur.fetchall() if (s, t) in req.wanted]
     return out
 
 
@@ -158,8 +182,10 @@ def load_side(conn, req: TableRestoreRequest, fmt: str) -> dict[str, int]:
             def on_data(entry, rows) -> None:
                 statements = parsed(entry.sql)
                 if side.takes(entry, statements):
+                    rv = statements[0].relation
+                    key = table_name(rv.schemaname or "public", rv.relname)
                     cur.copy_expert(side.rewrite(statements[0]), _Rows(rows))
-                    loaded[entry.name] = cur.rowcount
+                    loaded[key] = cur.rowcount
 
             for entry in entries(stream, on_data):
                 _apply_entry(cur, entry, side, held)
@@ -171,7 +197,7 @@ def load_side(conn, req: TableRestoreRequest, fmt: str) -> dict[str, int]:
 def _apply_entry(cur, entry, side: SideSchema, held: dict[tuple[str, str], list[Any]]) -> None:
     if entry.kind == "PREAMBLE":
         for statement in parsed(entry.sql):
-            cur.execute(side.rewrite(statement))
+            cur.execute(side.session(statement))
         return
     if entry.kind == "TABLE DATA":
         return
@@ -191,16 +217,67 @@ def _apply_entry(cur, entry, side: SideSchema, held: dict[tuple[str, str], list[
 # --- the swap -------------------------------------------------------------------------------------
 
 
-def _swap_statements(cur, req: TableRestoreRequest) -> list[str]:
-    cur.execute("SELECT relnamespace::regnamespace::text, relname FROM pg_class WHERE relkind IN ('r', 'p')")
-    live = set(cur.fetchall())
-    out = [f"CREATE SCHEMA {_ident(req.trash)}"]
-    out += [f"ALTER TABLE {_ident(s, t)} SET SCHEMA {_ident(req.trash)}" for s, t in sorted(req.wanted | req.moved)
-            if (s, t) in live]
-    out += [f"ALTER TABLE {_ident(req.side, t)} SET SCHEMA {_ident(s)}" for s, t in sorted(req.wanted)
-            if (req.side, t) in live]
-    out.append(f"DROP SCHEMA {_ident(req.side)}")
-    return out
+_MARK = "pg_restore_tables: "  # the replaced schema's comment: what the restore did, to recognise it once done
+
+
+def _swap_statements(cur, req: TableRestoreRequest) -> dict[str, Any]:
+    """Move the live tables aside and the restored ones in (in the caller's transaction); what it did."""
+    cur.execute("SELECT n.nspname, c.relname, c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p')")
+    live = {(s, t): oid for s, t, oid in cur.fetchall()}
+    replaced = [(s, t) for s, t in sorted(req.wanted | req.moved) if (s, t) in live]
+    restored = [(s, t) for s, t in sorted(req.wanted) if (req.side, t) in live]
+    cur.execute(f"CREATE SCHEMA {_ident(req.trash)}")
+    for s, t in replaced:
+        cur.execute(f"ALTER TABLE {_ident(s, t)} SET SCHEMA {_ident(req.trash)}")
+    for s, t in restored:
+        cur.execute(f"ALTER TABLE {_ident(req.side, t)} SET SCHEMA {_ident(s)}")
+    cur.execute(f"DROP SCHEMA {_ident(req.side)}")
+    dropped = _drop_kept_foreign_keys(cur, req)
+    marker = {"tables": sorted(req.wanted), "moved": sorted(req.moved), "replaced": replaced,
+              "restored": [[s, t, live[(req.side, t)]] for s, t in restored], "revision": sorted(req.revision)}
+    cur.execute(f"COMMENT ON SCHEMA {_ident(req.trash)} IS %s", (_MARK + json.dumps(marker),))
+    return {"dropped_foreign_keys": dropped}
+
+
+def _drop_kept_foreign_keys(cur, req: TableRestoreRequest) -> list[str]:
+    """Drop the foreign keys of the tables moved aside: a kept copy must neither refuse the live tables'
+    deletes nor have rows deleted by their cascades."""
+    cur.execute("SELECT c.relname, k.conname FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE k.contype = 'f' AND n.nspname = %s "
+                "ORDER BY 1, 2", (req.trash,))
+    dropped = []
+    for table, constraint in cur.fetchall():
+        cur.execute(f"ALTER TABLE {_ident(req.trash, table)} DROP CONSTRAINT {_ident(constraint)}")
+        dropped.append(f"{table_name(req.trash, table)}.{table_name('public', constraint)}")
+    return dropped
+
+
+def already_done(cur, req: TableRestoreRequest) -> bool:
+    """Whether this run's restore already finished: its replaced schema records these tables, still holds the
+    ones it moved aside, the live tables are the ones it restored and the version table is at the revision."""
+    from ansible.module_utils.pg_catalog import read_revisions
+
+    cur.execute("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s", (req.trash,))
+    row = cur.fetchone()
+    if not row or not (row[0] or "").startswith(_MARK):
+        return False
+    try:
+        marker = json.loads(row[0][len(_MARK):])
+    except ValueError:
+        return False
+    if [tuple(p) for p in marker.get("tables", [])] != sorted(req.wanted) or [
+            tuple(p) for p in marker.get("moved", [])] != sorted(req.moved):
+        return False
+    where = [((req.trash, t), None) for _, t in marker.get("replaced", [])]
+    where += [((s, t), oid) for s, t, oid in marker.get("restored", [])]
+    for (schema, table), oid in where:
+        cur.execute("SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relname = %s", (schema, table))
+        found = cur.fetchone()
+        if found is None or (oid is not None and found[0] != oid):
+            return False
+    return read_revisions(cur, req.version_table) == sorted(req.revision)
 
 
 def _set_revision(cur, req: TableRestoreRequest) -> None:
@@ -231,11 +308,10 @@ def swap(conn, req: TableRestoreRequest) -> dict[str, Any]:
             with conn.cursor() as cur:
                 cur.execute("BEGIN")
                 cur.execute("SET LOCAL lock_timeout = %s", (req.lock_timeout,))
-                for statement in _swap_statements(cur, req):
-                    cur.execute(statement)
+                done = _swap_statements(cur, req)
                 _set_revision(cur, req)
                 cur.execute("COMMIT")
-            return {"swap_s": round(time.monotonic() - started, 3), "swap_attempts": attempt}
+            return {**done, "swap_s": round(time.monotonic() - started, 3), "swap_attempts": attempt}
         except Exception as exc:
             with conn.cursor() as cur:
                 cur.execute("ROLLBACK")
@@ -259,27 +335,70 @@ def _checked_backup(req: TableRestoreRequest) -> str:
 
 
 def restore_tables(req: TableRestoreRequest, *, check: bool = False) -> dict[str, Any]:
-    """Restore ``req.tables`` in place from the backup (see the module docstring); refusals change nothing."""
+    """Restore ``req.tables`` in place from the backup (see the module docstring); refusals change nothing, a
+    failure after the side schema exists drops it, a restore already done is recognised (changed: false)."""
     started = time.monotonic()
     fmt = _checked_backup(req)
     conn = req.conn.connect()
     try:
+        result: dict[str, Any] = {"tables": _names(req.wanted), "moved_aside": _names(req.moved),
+                                  "replaced_schema": req.trash, "revision": req.revision, "format": fmt,
+                                  "already_done": False, "dropped_foreign_keys": []}
         with conn.cursor() as cur:
-            refused = refusals(cur, req)
+            done = already_done(cur, req)
+            refused = [] if done else refusals(cur, req)
         if refused:
             raise OperatorError(f"The tables cannot be restored on their own: {'; '.join(refused)}. Nothing was "
                                 "changed.", "Restore the whole backup instead (pg_restore, or allow "
                                 "rm_allow_restore_from_backup), or fix forward.", refusals=refused)
-        result: dict[str, Any] = {"tables": sorted(t for _, t in req.wanted), "moved_aside": sorted(
-            t for _, t in req.moved), "replaced_schema": req.trash, "revision": req.revision, "format": fmt}
-        if check:
-            return {**result, "changed": False, "planned": True, "duration_s": round(time.monotonic() - started, 3)}
+        if done or check:
+            return {**result, "changed": False, "planned": not done, "already_done": done, "swap_s": 0.0,
+                    "swap_attempts": 0, "duration_s": round(time.monotonic() - started, 3)}
         loaded = _load(req, fmt)
-        result.update(swap(conn, req), rows=loaded, changed=True, planned=False)
+        try:
+            result.update(swap(conn, req), rows=loaded, changed=True, planned=False)
+        except Exception as exc:
+            dropped = _drop_side(req)
+            raise _swap_failed(conn, req, exc, dropped) from None
     finally:
         conn.close()
     result["duration_s"] = round(time.monotonic() - started, 3)
     return result
+
+
+def _swap_failed(conn, req: TableRestoreRequest, exc: Exception, side_dropped: bool) -> OperatorError:
+    """The swap's failure explained: which tables, that nothing was swapped, how to retry."""
+    from ansible.module_utils.alembic_session import is_lock_timeout
+
+    names = ", ".join(_names(req.wanted | req.moved))
+    side = f"the side schema {req.side} was dropped" if side_dropped else f"drop the side schema {req.side}"
+    nothing = (f"Nothing was swapped: the transaction was rolled back, so {names} and the version table are as they "
+               f"were ({side}).")
+    if not is_lock_timeout(exc):
+        text = (getattr(exc, "pgerror", None) or str(exc)).strip()
+        return OperatorError(f"The swap of {names} failed: {type(exc).__name__}: {text}. {nothing}",
+                             f"Fix the cause, then run the same task again (same run_id {req.run_id}).")
+    held = _held_by_others(conn, req)
+    return OperatorError(
+        f"The swap of {names} hit the lock timeout (lock_timeout {req.lock_timeout}) on each of its "
+        f"{req.swap_retries + 1} attempts: another session holds a lock on "
+        f"{', '.join(held) if held else 'one of them'}. {nothing}",
+        f"Retry the same task (same run_id {req.run_id}) when that session has finished (pg_stat_activity, "
+        "pg_locks name it), or with a longer lock_timeout or more swap_retries.", locked_tables=held)
+
+
+def _held_by_others(conn, req: TableRestoreRequest) -> list[str]:
+    """The tables of the swap another session holds a lock on (best effort: [] when it cannot tell)."""
+    members = sorted(req.wanted | req.moved)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT DISTINCT n.nspname, c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE l.granted AND l.pid <> pg_backend_pid() "
+                        "AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                        ([s for s, _ in members], [t for _, t in members]))
+            return _names(cur.fetchall())
+    except Exception:  # noqa: BLE001 - only makes the message more precise
+        return []
 
 
 def _load(req: TableRestoreRequest, fmt: str) -> dict[str, int]:
@@ -288,15 +407,17 @@ def _load(req: TableRestoreRequest, fmt: str) -> dict[str, int]:
     try:
         loaded = load_side(loader, req, fmt)
     except Exception as exc:
-        _drop_side(req)
+        loader.close()
+        dropped = _drop_side(req)
         if isinstance(exc, OperatorError):
             raise
         text = (getattr(exc, "pgerror", None) or str(exc)).strip()
-        raise OperatorError(f"Loading the tables from the backup failed: {text}. Nothing was changed (the side "
-                            f"schema {req.side} was dropped).", "Restore the whole backup instead.") from None
+        side = f"the side schema {req.side} was dropped" if dropped else f"drop the side schema {req.side}"
+        raise OperatorError(f"Loading the tables from the backup failed: {text}. Nothing was changed ({side}).",
+                            "Restore the whole backup instead.") from None
     finally:
         loader.close()
-    missing = sorted(t for _, t in req.wanted if t not in loaded)
+    missing = sorted(name for name in _names(req.wanted) if name not in loaded)
     if missing:
         _drop_side(req)
         raise OperatorError(f"The backup holds no data for {', '.join(missing)}. Nothing was changed.",
@@ -304,10 +425,17 @@ def _load(req: TableRestoreRequest, fmt: str) -> dict[str, int]:
     return loaded
 
 
-def _drop_side(req: TableRestoreRequest) -> None:
-    conn = req.conn.connect()
+def _drop_side(req: TableRestoreRequest) -> bool:
+    """Drop the side schema (whatever the load left in it); whether that worked."""
+    try:
+        conn = req.conn.connect()
+    except Exception:  # noqa: BLE001 - the caller's error says to drop it by hand
+        return False
     try:
         with conn.cursor() as cur:
             cur.execute(f"DROP SCHEMA IF EXISTS {_ident(req.side)} CASCADE")
+        return True
+    except Exception:  # noqa: BLE001 - as above
+        return False
     finally:
         conn.close()
