@@ -30,15 +30,17 @@ description:
     on O(jobs) sessions at once - the schema in one C(psql) transaction, then the tables' rows, a big table's
     rows cut at line boundaries into chunks loaded side by side (C(COPY ... FROM STDIN) through libpq), then
     the indexes and constraints, each as soon as what it needs is loaded, then the rest in dump order. Plain
-    backups are decoded by ISA-L; an archive is read as SQL through C(pg_restore -f -). That load is not one
-    transaction, so it is all or nothing another way, in three steps. First, until it has finished, the
-    database's comment says C(release-migrations restoring <backup>) and that it is incomplete. Second, when
-    the load fails or is interrupted, the database is dropped again (RV(dropped)), and the error says so.
-    Third, the restored mark is set only after the load.
+    backups are decoded by ISA-L; an archive is read as SQL through C(pg_restore -f -). Only statements at the
+    top level are ever looked at (never a line of a string, a quoted name or a function body). That load is not
+    one transaction, so it is all or nothing another way. The database is loaded under another name
+    (C(<name>_rm_loading_<hash>)) and renamed to its own only when the load is complete, so a restore killed
+    half way never leaves a half-loaded database under the target's name; a load that fails or is interrupted
+    (SIGTERM, SIGHUP, SIGINT) drops it again (RV(dropped)), and the error says so; the restored mark is set only
+    after the load.
   - Into a database that exists and that this restore did not make (an empty one, or one restored over in
-    place), plain SQL is streamed into C(psql -v ON_ERROR_STOP=1 --single-transaction) (a failure rolls
-    back) and archive formats load with C(pg_restore -j --exit-on-error). The password travels only in the
-    environment.
+    place), plain SQL is streamed into C(psql -v ON_ERROR_STOP=1) between C(BEGIN) and a C(COMMIT) sent as its
+    very last bytes (a failure or a stream cut short rolls back), and archive formats load with
+    C(pg_restore --single-transaction --exit-on-error). The password travels only in the environment.
 version_added: "1.0.0"
 options:
   src:

@@ -33,6 +33,10 @@ def tool_failure(tool: str, rc: int, stderr: str, secrets: list[str], hint: str)
     text = text or "no error output"
     if not text.endswith((".", "!", "?")):
         text += "."
+    if tool == "psql" and "invalid command \\restrict" in text:
+        hint = ("This plain backup was written by a pg_dump that wraps it in \\restrict (the August 2025 releases "
+                "on: 13.22, 14.19, 15.14, 16.10, 17.6, 18); this psql is older and does not know it. Set pg_bin_dir "
+                "to client tools of such a release, or restore a custom or directory backup. " + hint)
     return OperatorError(f"{tool} failed (exit code {rc}): {text}", hint, exit_code=rc)
 
 
@@ -46,17 +50,20 @@ def run_tool(cmd: list[str], env: dict[str, str], secrets: list[str], hint: str)
 
 @contextlib.contextmanager
 def terminate_as_exception():
-    """Turn SIGTERM (Ansible's timeout, an operator's kill) into an exception so cleanup runs."""
+    """Turn SIGTERM (Ansible's timeout, an operator's kill) and SIGHUP (a lost ssh or kubectl exec session) into
+    an exception so cleanup runs (SIGINT already is one)."""
 
     def handler(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt(f"terminated by signal {signum}")
 
+    signals = (signal.SIGTERM, signal.SIGHUP)
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = [signal.signal(signum, handler) for signum in signals]
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler_before in zip(signals, previous, strict=True):
+            signal.signal(signum, handler_before)

@@ -170,6 +170,11 @@ class Planner:
     table_bytes: dict[bytes, int] = field(default_factory=dict)
     restrict: bytes = b""  # the dump's own "\restrict KEY" line (patched pg_dump), for every psql script
     chunks: int = 0
+    comments: list[bytes] = field(default_factory=list)  # the COMMENT entries after the data, run last
+
+    def last_jobs(self) -> list[Job]:
+        """The comments on what the builds made, in one psql script once everything else has run."""
+        return self._flush(self.comments)
 
     def copy_job(self, chunk: CopyChunk) -> Job:
         self.table_bytes[chunk.table] = self.table_bytes.get(chunk.table, 0) + chunk.size
@@ -192,7 +197,11 @@ class Planner:
         alone: list[bytes] = []  # entries that run alone, in dump order, as one psql script
         for entry in entries:
             locks = lock_plan(entry) if entry.sql else {}
-            if locks is None:
+            if entry.kind == "COMMENT":  # nothing depends on a comment: all of them in one script at the end
+                if not self.comments:
+                    self.comments.append(self.restrict + b"".join(line + b"\n" for line in self.current()))
+                self.comments.append(entry.text + b"".join(line + b"\n" for line in entry.settings))
+            elif locks is None:
                 if not alone:  # the script starts with the settings in force before its first entry
                     alone.append(self.restrict + b"".join(line + b"\n" for line in self.current()))
                 alone.append(entry.text + b"".join(line + b"\n" for line in entry.settings))
@@ -427,7 +436,7 @@ def _plan_rest(pieces, planner: Planner, scheduler: Scheduler) -> None:
             scheduler.add(planner.copy_job(piece))
         else:
             after += planner.script_jobs(piece)
-    for job in planner.ordered(after):
+    for job in [*planner.ordered(after), *planner.last_jobs()]:
         scheduler.add(job)
 
 

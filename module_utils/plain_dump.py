@@ -22,6 +22,84 @@ CHUNK = 1 << 20
 OWNER_PRIV_RE = re.compile(
     rb"^(ALTER [A-Z ]+ .* OWNER TO .*;|GRANT .*;|REVOKE .*;|ALTER DEFAULT PRIVILEGES .*;)\s*$"
 )
+# What opens a region of SQL text that is not SQL structure: a literal, a quoted name, a dollar quote, a comment.
+_OPENS = re.compile(rb"--|/\*|'|\"|\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$")
+_NOT_NEWLINE = re.compile(rb"[^\n]")
+
+
+class Mask:
+    """SQL text as its structure: every byte inside a string literal, a quoted name, a dollar-quoted body or a
+    block comment becomes ``x`` (newlines and the quotes themselves stay; line comments stay as they are, since
+    pg_dump's entry headers are comments). Same length as the text, so a pattern found in the mask is at the
+    same place in the text, and never inside a string or a function body. Fed in whole lines, it carries a
+    region that spans lines from one piece to the next."""
+
+    def __init__(self) -> None:
+        self.close: bytes | None = None  # what ends the region we are in (None: top level)
+        self.escapes = False  # an E'...' string: backslash escapes the next byte
+        self.depth = 0  # nested block comments
+
+    @property
+    def top_level(self) -> bool:
+        return self.close is None
+
+    def feed(self, text: bytes) -> bytes:
+        out = bytearray(text)
+        pos = 0
+        while pos < len(text):
+            if self.close is None:
+                found = _OPENS.search(text, pos)
+                if found is None:
+                    break
+                pos = self._open(text, found)
+                continue
+            end = self._end(text, pos)
+            stop = len(text) if end < 0 else end
+            out[pos:stop] = _NOT_NEWLINE.sub(b"x", text[pos:stop])
+            if end < 0:
+                break
+            pos, self.close = end + len(self.close), None
+        return bytes(out)
+
+    def _open(self, text: bytes, found: re.Match) -> int:
+        token, start = found.group(0), found.start()
+        if token == b"--":
+            newline = text.find(b"\n", found.end())
+            return len(text) if newline < 0 else newline + 1
+        self.close = b"*/" if token == b"/*" else token
+        self.depth = 1
+        self.escapes = token == b"'" and text[start - 1:start] in (b"E", b"e") and not (
+            start > 1 and (text[start - 2:start - 1].isalnum() or text[start - 2:start - 1] == b"_"))
+        return found.end()
+
+    def _end(self, text: bytes, pos: int) -> int:
+        """Where the current region's closing bytes start in ``text`` from ``pos``; -1: not in this text."""
+        while True:
+            if self.close == b"*/":
+                end, nested = text.find(b"*/", pos), text.find(b"/*", pos)
+                if 0 <= nested < end:
+                    self.depth, pos = self.depth + 1, nested + 2
+                    continue
+                if end >= 0 and self.depth > 1:
+                    self.depth, pos = self.depth - 1, end + 2
+                    continue
+                return end
+            end = text.find(self.close, pos)
+            if end < 0 or self.close.startswith(b"$"):
+                return end
+            if self.escapes and _escaped(text, end):
+                pos = end + 1
+            elif text[end + 1:end + 2] == self.close:  # '' or "" inside: the quote itself
+                pos = end + 2
+            else:
+                return end
+
+
+def _escaped(text: bytes, end: int) -> bool:
+    backslashes = 0
+    while end - backslashes - 1 >= 0 and text[end - backslashes - 1] == 0x5C:
+        backslashes += 1
+    return backslashes % 2 == 1
 
 
 def verify_plain(path: Path, compressed: bool) -> None:
@@ -45,51 +123,73 @@ def verify_plain(path: Path, compressed: bool) -> None:
 def filtered_chunks(source, enabled: bool = True, chunk_size: int = CHUNK):
     """The dump read from ``source`` without ownership statements (when ``enabled``), in large pieces.
 
-    COPY data passes through as slices (no per-line Python work); only the schema lines around it
-    are looked at one by one."""
+    COPY data passes through as slices (no per-line Python work); only the SQL lines around it are looked at,
+    and only a statement that starts and ends a line at the top level (never a line of a string, a quoted name
+    or a function body) is ever left out."""
     pending = b""
-    in_copy = False
+    state = _FilterState()
     while data := source.read(chunk_size):
-        out, pending, in_copy = _filter_piece(pending + data, in_copy, enabled)
+        out, pending = _filter_piece(pending + data, state, enabled)
         if out:
             yield out
-    out, pending, in_copy = _filter_piece(pending, in_copy, enabled)
-    if out or pending:
-        yield out + (pending if in_copy or not (enabled and OWNER_PRIV_RE.match(pending)) else b"")
+    if pending and state.in_copy:
+        yield pending
+    elif pending:  # a last line without its newline: looked at as a line, sent as it was
+        out, _ = _filter_piece(pending + b"\n", state, enabled)
+        if out:
+            yield out[:-1]
 
 
-def _filter_piece(buf: bytes, in_copy: bool, enabled: bool) -> tuple[bytes, bytes, bool]:
-    """(what can be sent, the unfinished rest to keep, whether we are inside COPY data at the rest)."""
+class _FilterState:
+    def __init__(self) -> None:
+        self.in_copy = False
+        self.copy_header = False  # a COPY statement whose name spans lines (a quoted name with a newline)
+        self.mask = Mask()
+
+
+def _filter_piece(buf: bytes, state: _FilterState, enabled: bool) -> tuple[bytes, bytes]:
+    """(what can be sent, the unfinished rest to keep)."""
     pieces: list[bytes] = []
     pos = 0
     while pos < len(buf):
-        if in_copy:
-            if buf.startswith(b"\\.\n", pos):
-                end = pos + 3
-            else:
-                found = buf.find(b"\n\\.\n", pos)
-                if found < 0:
-                    cut = buf.rfind(b"\n", pos) + 1  # send whole lines; keep a partial one
-                    if cut > pos:
-                        pieces.append(buf[pos:cut])
-                        pos = cut
-                    break
-                end = found + 4
-            pieces.append(buf[pos:end])
-            pos, in_copy = end, False
+        if state.in_copy:
+            pos = _copy_data(buf, pos, pieces, state)
+            if state.in_copy:
+                break
             continue
         newline = buf.find(b"\n", pos)
         if newline < 0:
             break
         line = buf[pos:newline + 1]
-        if line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
-            in_copy = True
-            pieces.append(line)
-        elif not (enabled and OWNER_PRIV_RE.match(line)):
+        at_start = state.mask.top_level
+        masked = state.mask.feed(line)
+        if at_start and masked.startswith(b"COPY "):
+            state.copy_header = True
+        if state.copy_header and state.mask.top_level and masked.rstrip().endswith(b"FROM stdin;"):
+            state.in_copy, state.copy_header = True, False
+        keep = not (enabled and at_start and state.mask.top_level and not state.copy_header
+                    and OWNER_PRIV_RE.match(masked))
+        if keep:
             pieces.append(line)
         pos = newline + 1
-    return b"".join(pieces), buf[pos:], in_copy
+    return b"".join(pieces), buf[pos:]
 
+
+def _copy_data(buf: bytes, pos: int, pieces: list[bytes], state: _FilterState) -> int:
+    """Pass COPY data through up to its end marker (included); returns where the rest starts."""
+    if buf.startswith(b"\\.\n", pos):
+        end = pos + 3
+    else:
+        found = buf.find(b"\n\\.\n", pos)
+        if found < 0:
+            cut = buf.rfind(b"\n", pos) + 1  # send whole lines; keep a partial one
+            if cut > pos:
+                pieces.append(buf[pos:cut])
+            return max(cut, pos)
+        end = found + 4
+    pieces.append(buf[pos:end])
+    state.in_copy = False
+    return end
 
 
 
@@ -99,7 +199,10 @@ def _filter_piece(buf: bytes, in_copy: bool, enabled: bool) -> tuple[bytes, byte
 _IDENT = rb'(?:"(?:[^"\n]|"")*"|[^\s."(),;]+)'
 QUALIFIED_NAME = rb"%s(?:\.%s)*" % (_IDENT, _IDENT)
 # A table's data: pg_dump writes the entry's header, a blank line, then the COPY line.
-_COPY_LINE_RE = re.compile(rb"^COPY (?P<table>" + QUALIFIED_NAME + rb")(?: \([^\n]*\))? FROM stdin;\n", re.M)
+# Matched in the mask (see Mask): a quoted name's inside is masked, so it holds no quote, maybe a newline.
+_MASKED_IDENT = rb'(?:"[^"]*"|[^\s."(),;]+)'
+_COPY_LINE_RE = re.compile(rb"^COPY (?P<table>%s(?:\.%s)*)(?: \((?:[^()\"\n]|\"[^\"]*\")*\))? FROM stdin;\n"
+                           % (_MASKED_IDENT, _MASKED_IDENT), re.M)
 _DATA_HEADER_RE = re.compile(rb"(?:^|\n)--\n-- Data for Name: [^\n]*; Type: TABLE DATA; [^\n]*\n--\n\n\Z")
 COPY_END = b"\\.\n"
 # Text before the first table's data bigger than this is not a dump pg_dump wrote with COPY (e.g. --inserts).
@@ -173,16 +276,21 @@ def split_plain(source, chunk_size: int = 32 << 20, read_size: int = 4 << 20):
 
 
 def _text_until_copy(blocks: _Blocks, limit: int | None) -> tuple[bytes, tuple[bytes, bytes] | None]:
-    """(the SQL text up to the next table-data COPY line, (table, COPY statement)); None at the end."""
+    """(the SQL text up to the next table-data COPY line, (table, COPY statement)); None at the end. Only a COPY
+    line at the top level counts (a function body or a string may hold text that looks like one)."""
     buf = bytearray()
+    masked, mask = bytearray(), Mask()
     scan = 0  # where to look for COPY lines next (the start of a line not searched yet)
     while data := blocks.next():
         buf += data
-        for found in _COPY_LINE_RE.finditer(buf, scan):
-            if _DATA_HEADER_RE.search(buf, max(0, found.start() - 4096), found.start()):
+        whole = buf.rfind(b"\n") + 1
+        masked += mask.feed(bytes(buf[len(masked):whole]))
+        for found in _COPY_LINE_RE.finditer(masked, scan):
+            if _DATA_HEADER_RE.search(masked, max(0, found.start() - 4096), found.start()):
                 blocks.put_back(bytes(buf[found.end():]))
-                return bytes(buf[:found.start()]), (bytes(found["table"]), bytes(found.group(0)[:-2]))
-        scan = buf.rfind(b"\n") + 1
+                return bytes(buf[:found.start()]), (bytes(buf[found.start("table"):found.end("table")]),
+                                                    bytes(buf[found.start():found.end() - 2]))
+        scan = len(masked)  # every whole line read so far was searched
         if limit is not None and len(buf) > limit:
             raise NotSplittable(f"more than {limit >> 20} MiB of SQL before the first table's data")
     return bytes(buf), None
@@ -268,28 +376,31 @@ class Entry:
 
 
 def dump_entries(text: bytes) -> list[Entry]:
-    """The text cut at pg_dump's entry headers; each entry's trailing session settings set apart."""
-    starts = [m.start() for m in _ENTRY_HEADER_RE.finditer(text)]
+    """The text cut at pg_dump's entry headers (at the top level: never inside a string or a function body);
+    each entry's trailing session settings set apart."""
+    masked = Mask().feed(text)
+    starts = [m.start() for m in _ENTRY_HEADER_RE.finditer(masked)]
     bounds = [0, *starts] if not starts or starts[0] else starts
     entries = []
     for begin, end in zip(bounds, [*bounds[1:], len(text)], strict=True):
         header = _ENTRY_HEADER_RE.match(text, begin)
-        body, settings = _trailing_settings(text[begin:end])
+        body, settings = _trailing_settings(text[begin:end], masked[begin:end])
         entries.append(Entry(header["type"].decode() if header else None, body, settings))
     return entries
 
 
-def _trailing_settings(text: bytes) -> tuple[bytes, tuple[bytes, ...]]:
-    """(the text without the SET lines at its end, those lines): settings inside a function body are never
-    at an entry's end, so only these are the session's."""
-    lines = text.split(b"\n")
+def _trailing_settings(text: bytes, masked: bytes) -> tuple[bytes, tuple[bytes, ...]]:
+    """(the text without the SET lines at its end, those lines): a session setting is a whole line at the top
+    level at an entry's end (a line of a string or a function body never is)."""
+    lines, shapes = text.split(b"\n"), masked.split(b"\n")
     found: list[bytes] = []
     cut = len(lines)
     for index in range(len(lines) - 1, -1, -1):
         line = lines[index]
         if not line.strip():
             continue
-        setting = _SETTING_RE.fullmatch(line)
+        at_top_level = shapes[index][:4] == line[:4]  # a line inside a string or a body is masked from its start
+        setting = _SETTING_RE.fullmatch(line) if at_top_level else None
         if setting is None or (setting["name"] or setting["config"]) not in SESSION_SETTINGS:
             break
         found.insert(0, line)

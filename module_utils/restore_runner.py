@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -350,16 +350,19 @@ def _after_facts(req: RestoreRequest) -> dict[str, Any]:
 
 
 def _load_plain(path: Path, psql: str, env: dict[str, str], no_owner: bool, secrets: list[str]) -> None:
-    """Stream a plain dump (gunzip in Python) into psql, stopping at the first error, in one transaction."""
-    cmd = [psql, "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
+    """Stream a plain dump (gunzip in Python) into psql, stopping at the first error, in one transaction: BEGIN
+    first, COMMIT as the very last bytes (psql's --single-transaction would commit a stream cut short)."""
+    cmd = [psql, "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
     opener = open_read if path.name.endswith(".gz") else open
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env)
         broken = False
         try:
+            proc.stdin.write(b"BEGIN;\n")
             with opener(path, "rb") as source:
                 for piece in filtered_chunks(source, no_owner):
                     proc.stdin.write(piece)
+            proc.stdin.write(b"\nCOMMIT;\n")
         except BrokenPipeError:
             broken = True  # psql stopped at an error; its stderr says which
         except BaseException:
@@ -393,9 +396,10 @@ def _load(req: RestoreRequest, backup: Backup, client: ClientTools, in_place: bo
             how = {"method": "psql, one transaction", "sessions": 1}
         elif how is None:
             flag = ARCHIVE_FLAGS[backup.fmt]
-            jobs = 1 if backup.fmt == "tar" else req.jobs
+            # Into a database this restore did not make, one transaction (a failure leaves nothing behind).
+            jobs = 1 if backup.fmt == "tar" or not owned else req.jobs
             cmd = [client.path("pg_restore"), "--no-password", flag, "-d", conninfo_dbname(req.conn.dbname),
-                   "-j", str(jobs), "--exit-on-error"]
+                   "-j", str(jobs), "--exit-on-error", *([] if owned else ["--single-transaction"])]
             if req.no_owner:
                 cmd += ["--no-owner", "--no-privileges"]
             if in_place:
@@ -416,7 +420,9 @@ def _load_parallel(req: RestoreRequest, backup: Backup, client: ClientTools, env
         decoder += ["--no-owner", "--no-privileges"] if req.no_owner else []
         decoder.append(str(backup.path))
     session_sql = b"SET synchronous_commit = off" if req.load_settings else b"SELECT 1"
-    load = LoadRequest(backup.path, req.conn, client.path("psql"), env, lanes=req.jobs, no_owner=req.no_owner,
+    # An archive's SQL comes from pg_restore --no-owner --no-privileges already: nothing to filter out of it.
+    load = LoadRequest(backup.path, req.conn, client.path("psql"), env, lanes=req.jobs,
+                       no_owner=req.no_owner and decoder is None,
                        session_sql=session_sql, secrets=req.conn.secrets, decoder=decoder)
     try:
         return {"method": "parallel" + (" (pg_restore -f - as SQL)" if decoder else ""), "sessions": req.jobs,
@@ -482,31 +488,51 @@ def _replace_database(req: RestoreRequest, backup: Backup, state: dict[str, Any]
     failed restore never leaves a partial database behind; until the load has finished the database's
     comment says it is incomplete (also after a crash), and the 'restored' mark is set only after it."""
     exists = bool(state.get("exists"))
-    created = cleaned = False
+    created, cleaned = not exists, bool(exists and req.clean)
+    # A database this restore makes is loaded under another name and renamed when complete: a restore killed
+    # half way (SIGKILL, a lost connection) never leaves a half-loaded database under the target's name.
+    load_as = replace(req, conn=req.conn.with_database(staging_name(req.conn.dbname))) if created or cleaned else req
     started = time.monotonic()
     try:
-        if exists and req.clean:
-            _drop_and_create(req, drop=True)
-            cleaned = True
-        elif not exists:
-            _drop_and_create(req, drop=False)
-            created = True
+        if cleaned:
+            _drop(req)
+        if created or cleaned:
+            _drop_and_create(load_as, drop=True)  # drop: a staging database an earlier killed restore left
     except OperatorError as err:
         if err.details.get("sqlstate") == "42501" and "terminate" not in err.message:
             err.hint = "Grant the user CREATEDB (and ownership of the database to drop it), or create it by hand."
         raise
     # A load that fails half way must not leave an earlier "restored from" mark behind.
-    if exists or created or cleaned:
-        _set_marker(req.conn, f"{INCOMPLETE_PREFIX} {backup.path.name}: incomplete until marked restored")
+    _set_marker(load_as.conn, f"{INCOMPLETE_PREFIX} {backup.path.name}: incomplete until marked restored")
     in_place = exists and not cleaned and state.get("tables", 0) > 0
     recreate_s = round(time.monotonic() - started, 3)
     try:
-        how = _load(req, backup, client, in_place, owned=created or cleaned)
+        how = _load(load_as, backup, client, in_place, owned=created or cleaned)
+        if load_as is not req:
+            _rename(load_as, req.conn.dbname)
     except BaseException as exc:
         if created or cleaned:
-            _drop_partial(req, exc, cleaned)
+            _drop_partial(load_as, exc, cleaned)
         raise
     return created, cleaned, {**how, "recreate_s": recreate_s}
+
+
+def staging_name(name: str) -> str:
+    """The name a database is loaded under before it is renamed to ``name`` (at most 63 bytes)."""
+    suffix = f"_rm_loading_{zlib.crc32(name.encode()):08x}"
+    return name.encode()[:63 - len(suffix)].decode("utf-8", "ignore") + suffix
+
+
+def _rename(loaded: RestoreRequest, name: str) -> None:
+    from psycopg2 import sql
+
+    conn = loaded.conn.with_database(loaded.maintenance_db).connect()
+    try:
+        with explained(f"Renaming the loaded database to '{name}'"), conn.cursor() as cur:
+            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(loaded.conn.dbname),
+                                                                         sql.Identifier(name)))
+    finally:
+        conn.close()
 
 
 def _drop_partial(req: RestoreRequest, exc: BaseException, cleaned: bool) -> None:

@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 from ansible.module_utils.backup_manifest import manifest_path_for
 from ansible.module_utils.pg_connection import parse_url
-from support import database_exists, run_module, sql, url_with_credentials
+from support import database_exists, run_module, sql, url_with_credentials, with_database
 
 OLD_CLIENT = Path("/usr/lib/postgresql/15/bin")
 SEED_SQL = """
@@ -344,9 +344,11 @@ def test_a_failed_load_into_a_database_it_did_not_make_is_rolled_back_and_marked
 
 
 @pytest.mark.db
-def test_a_restore_terminated_during_its_parallel_load_drops_the_partial_database(seeded_db, target_db, workdir,
-                                                                                  pg_server):
-    """SIGTERM (Ansible's timeout, an operator's kill) while the statements after the rows run."""
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_a_restore_terminated_during_its_parallel_load_drops_the_partial_database(signum, seeded_db, target_db,
+                                                                                  workdir, pg_server):
+    """SIGTERM (Ansible's timeout, an operator's kill) or SIGHUP (a lost ssh or kubectl exec session) while the
+    statements after the rows run."""
     import json
     import signal
     import subprocess
@@ -362,16 +364,19 @@ def test_a_restore_terminated_during_its_parallel_load_drops_the_partial_databas
               "print(json.dumps(run.result))")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        from ansible.module_utils.restore_runner import staging_name
+
+        loading = staging_name(parse_url(target).dbname)  # loaded under this name, renamed when complete
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not pg_server.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND query LIKE '%%pg_sleep%%'",
-                (parse_url(target).dbname,)):
+                "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND query LIKE '%%pg_sleep%%'", (loading,)):
             time.sleep(0.1)
-        assert sql(target, "SELECT count(*) FROM users") == [(50,)]  # the rows are in: a partial load
-        proc.send_signal(signal.SIGTERM)
+        assert sql(with_database(target, loading), "SELECT count(*) FROM users") == [(50,)]  # a partial load
+        assert not database_exists(pg_server, target)  # nothing half loaded under the target's name
+        proc.send_signal(getattr(signal, signum))
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     result = json.loads(out.strip().splitlines()[-1])
     assert result["failed"] and "interrupted" in result["msg"] and "was dropped" in result["msg"], (result, err)
-    assert not database_exists(pg_server, target)
+    assert not database_exists(pg_server, target) and not database_exists(pg_server, with_database(target, loading))

@@ -165,3 +165,33 @@ def test_an_entry_with_more_than_its_one_statement_runs_alone():
     entry = dump_entries(b"--\n-- Name: t_v; Type: INDEX; Schema: public; Owner: o\n--\n\n"
                          b"CREATE INDEX t_v ON public.t USING btree (v);\nDROP TABLE public.t;\n")[0]
     assert lock_plan(entry) is None
+
+
+def test_the_mask_hides_strings_names_bodies_and_block_comments_and_keeps_line_comments():
+    from ansible.module_utils.plain_dump import Mask
+
+    text = (b"SELECT 'it''s', E'a\\'b', \"Odd\"\"Name\", $f$GRANT x;\n$f$, $$y$$ /* c /* nested */ */ "
+            b"-- 'not a string\nCOPY t FROM stdin;\n")
+    masked = Mask().feed(text)
+    assert len(masked) == len(text) and masked.count(b"\n") == text.count(b"\n")
+    assert masked.startswith(b"SELECT 'xxxxx', E'xxxx', \"xxxxxxxxx\", $f$xxxxxxxx\n$f$, $$x$$ /*")
+    assert b"-- 'not a string\nCOPY t FROM stdin;\n" in masked  # a line comment's quote opens nothing
+    # Fed line by line, a region that spans lines is carried over.
+    mask = Mask()
+    lines = [mask.feed(line) for line in (b"SELECT $b$\n", b"GRANT ALL ON t TO x;\n", b"$b$;\n")]
+    assert lines == [b"SELECT $b$\n", b"xxxxxxxxxxxxxxxxxxxx\n", b"$b$;\n"] and mask.top_level
+
+
+def test_comments_after_the_data_run_last_in_one_script():
+    from ansible.module_utils.parallel_load import Planner
+
+    def entry(name: str, kind: str, sql: str) -> bytes:
+        return f"--\n-- Name: {name}; Type: {kind}; Schema: public; Owner: o\n--\n\n{sql}\n\n\n".encode()
+
+    post = b"".join(entry(f"t_{c}", "INDEX", f"CREATE INDEX t_{c} ON public.t USING btree ({c});")
+                    + entry(f"INDEX t_{c}", "COMMENT", f"COMMENT ON INDEX public.t_{c} IS '{c}';") for c in "ab")
+    planner = Planner(no_owner=True)
+    jobs = planner.script_jobs(Script(post))
+    assert [j.kind for j in jobs] == ["sql", "sql"]  # the two builds, side by side: no script between them
+    (last,) = planner.last_jobs()
+    assert last.kind == "script" and last.payload.count(b"COMMENT ON INDEX") == 2
