@@ -15,7 +15,7 @@ description:
     (retried O(swap_retries) times) moves the live tables and the tables the plan created (O(created)) into a new
     schema C(rm_replaced_<run_id>), moves the restored tables in, and sets the version table to O(revision).
   - Nothing is dropped but the foreign keys of the tables moved aside. The replaced tables stay in
-    C(rm_replaced_<run_id>) for the operator to inspect (drop that schema when done), as a kept copy: their foreign
+    C(rm_replaced_<run_id>) for the operator to inspect (drop that schema when done), as a kept copy; their foreign
     keys are dropped in the swap (returned in RV(dropped_foreign_keys)), so the live tables' deletes are neither
     refused by nor cascaded into the copy. Every other table keeps its writes.
   - Nothing the load runs acts on a live object: every statement taken from the backup is pointed at the side
