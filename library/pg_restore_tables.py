@@ -18,7 +18,7 @@ description:
     C(rm_replaced_<run_id>) for the operator to inspect (drop that schema when done), as a kept copy; their foreign
     keys are dropped in the swap (returned in RV(dropped_foreign_keys)), so the live tables' deletes are neither
     refused by nor cascaded into the copy. Every other table keeps its writes.
-  - Nothing the load runs acts on a live object: every statement taken from the backup is pointed at the side
+  - Nothing the load runs acts on a live object; every statement taken from the backup is pointed at the side
     schema, and one that would still act on anything outside it (a table, a sequence's value) is refused before it
     runs. Any failure once the side schema exists (the load, the swap, a lock timeout) drops it and swaps nothing,
     so the same task with the same O(run_id) can simply be run again.
