@@ -201,6 +201,7 @@ QUALIFIED_NAME = rb"%s(?:\.%s)*" % (_IDENT, _IDENT)
 # A table's data: pg_dump writes the entry's header, a blank line, then the COPY line.
 # Matched in the mask (see Mask): a quoted name's inside is masked, so it holds no quote, maybe a newline.
 _MASKED_IDENT = rb'(?:"[^"]*"|[^\s."(),;]+)'
+_COPY_START = re.compile(rb"^COPY ", re.M)
 _COPY_LINE_RE = re.compile(rb"^COPY (?P<table>%s(?:\.%s)*)(?: \((?:[^()\"\n]|\"[^\"]*\")*\))? FROM stdin;\n"
                            % (_MASKED_IDENT, _MASKED_IDENT), re.M)
 _DATA_HEADER_RE = re.compile(rb"(?:^|\n)--\n-- Data for Name: [^\n]*; Type: TABLE DATA; [^\n]*\n--\n\n\Z")
@@ -277,23 +278,51 @@ def split_plain(source, chunk_size: int = 32 << 20, read_size: int = 4 << 20):
 
 def _text_until_copy(blocks: _Blocks, limit: int | None) -> tuple[bytes, tuple[bytes, bytes] | None]:
     """(the SQL text up to the next table-data COPY line, (table, COPY statement)); None at the end. Only a COPY
-    line at the top level counts (a function body or a string may hold text that looks like one)."""
+    line at the top level counts (a function body or a string may hold text that looks like one); the text is
+    looked at only up to that line (what follows is data)."""
     buf = bytearray()
     masked, mask = bytearray(), Mask()
-    scan = 0  # where to look for COPY lines next (the start of a line not searched yet)
+    look = 0  # where the next candidate COPY line may start
+    seen: dict[int, bool] = {}  # candidate: whether it starts at the top level (known once the mask reached it)
     while data := blocks.next():
         buf += data
-        whole = buf.rfind(b"\n") + 1
-        masked += mask.feed(bytes(buf[len(masked):whole]))
-        for found in _COPY_LINE_RE.finditer(masked, scan):
-            if _DATA_HEADER_RE.search(masked, max(0, found.start() - 4096), found.start()):
+        while (start := _COPY_START.search(buf, look)) is not None:
+            at = start.start()
+            if at not in seen:
+                seen[at] = _mask_through(buf, masked, mask, at) and mask.top_level
+            if _mask_statement(buf, masked, mask, at) is None:
+                break  # the COPY statement's end is not read yet
+            found = _COPY_LINE_RE.match(masked, at) if seen[at] else None
+            if found and _DATA_HEADER_RE.search(masked, max(0, at - 4096), at):
                 blocks.put_back(bytes(buf[found.end():]))
-                return bytes(buf[:found.start()]), (bytes(buf[found.start("table"):found.end("table")]),
-                                                    bytes(buf[found.start():found.end() - 2]))
-        scan = len(masked)  # every whole line read so far was searched
+                return bytes(buf[:at]), (bytes(buf[found.start("table"):found.end("table")]),
+                                         bytes(buf[at:found.end() - 2]))
+            look = at + 1
+        else:
+            look = max(look, buf.rfind(b"\n") + 1)
         if limit is not None and len(buf) > limit:
             raise NotSplittable(f"more than {limit >> 20} MiB of SQL before the first table's data")
     return bytes(buf), None
+
+
+def _mask_through(buf: bytearray, masked: bytearray, mask: Mask, upto: int) -> bool:
+    """Extend the mask over ``buf`` up to ``upto`` (a line start); True when it reached it."""
+    if upto > len(masked):
+        masked += mask.feed(bytes(buf[len(masked):upto]))
+    return len(masked) >= upto
+
+
+def _mask_statement(buf: bytearray, masked: bytearray, mask: Mask, at: int, lines: int = 20) -> int | None:
+    """Extend the mask over the statement that starts at ``at`` (a quoted name may span lines, up to ``lines``);
+    its end, or None when that is not read yet."""
+    while len(masked) == at or not mask.top_level:
+        if buf.count(b"\n", at, len(masked)) >= lines:
+            break
+        newline = buf.find(b"\n", len(masked))
+        if newline < 0:
+            return None
+        masked += mask.feed(bytes(buf[len(masked):newline + 1]))
+    return len(masked)
 
 
 def _copy_chunks(blocks: _Blocks, table: bytes, statement: bytes, chunk_size: int):
