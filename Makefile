@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.test-installed-$(shell cksum requirements-test.txt | cut 
 # Two workers: this runner has two cores (each test uses its own databases and directories).
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-db lint bench db db-stop clean
+.PHONY: demo test test-db lint bench bench-deps db db-stop clean
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check library module_utils plugins tests scripts bench alembic release_manager
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-lint --profile production playbooks roles
 
-bench: db
+# Bench-only packages (matplotlib for bench/scale.png): bench/requirements.txt, never in requirements*.txt.
+bench-deps: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+
+bench: db bench-deps
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/run_benchmarks.py
 
 db-stop: $(STAMP)

@@ -24,7 +24,7 @@ Sections (--only):
   recovery  a failing migration on the deployments shape: from the failure to "back at the starting
             revision", by downgrade and by restore, per step
   scale     backup and restore at 100, 500 and 1000 MB (--scale-sizes) on the deployments shape, with a
-            plot (bench/scale.png; matplotlib from bench/requirements-bench.txt)
+            plot (bench/scale.png; matplotlib from bench/requirements.txt)
   migrate   migrate.yml's own overhead: wall time minus the database work its modules report
   stall     the worst query stall under pgbench while a migration waits behind an 8 s transaction
 Results go to bench/results.json and are printed as Markdown tables for BENCHMARKS.md.
@@ -545,7 +545,8 @@ def plot_scale(points: dict, target: Path, shape: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed (pip install -r bench/requirements-bench.txt): no plot", flush=True)
+        print("matplotlib is not installed: .venv/bin/python -m pip install -r bench/requirements.txt "
+              "(or make bench-deps); no plot", flush=True)
         return
     sizes = sorted(points)
     mib = [points[s]["database_bytes"] / 2**20 for s in sizes]

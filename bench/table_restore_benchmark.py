@@ -119,7 +119,9 @@ def main() -> None:
     assert backup.rc == 0, backup.output[-2000:]
     pairs = [one_pair(url, backup.result["path"], head, run) for run in range(1, args.runs + 1)]
     report(pairs, {"database_bytes": size, "accounts_bytes": accounts, "server_version": version,
-                   "backup_format": backup.result["format"], "runs": args.runs, "size_mb": args.size_mb})
+                   "client_version": backup.result.get("client_version"), "backup_format": backup.result["format"],
+                   "backup_bytes": backup.result.get("size_bytes"), "runs": args.runs, "size_mb": args.size_mb,
+                   "command": "bench/table_restore_benchmark.py " + " ".join(sys.argv[1:])})
     execute(admin, 'DROP DATABASE IF EXISTS "rm_bench_tables" WITH (FORCE)')
 
 
@@ -138,9 +140,9 @@ def report(pairs: list[tuple[float, float]], facts: dict) -> None:
     print(f"""
 ### The way back from an irreversible revision: its table vs the whole backup
 
-Database {mb:.0f} MiB (PostgreSQL {facts['server_version']}), the touched table `accounts`
-{facts['accounts_bytes'] / 2**20:.0f} MiB, backup format `{facts['backup_format']}`, {facts['runs']} runs
-(`bench/table_restore_benchmark.py --size-mb {facts['size_mb']}`).
+Database {mb:.0f} MiB (PostgreSQL {facts['server_version']}, client tools {facts['client_version']}), the touched
+table `accounts` {facts['accounts_bytes'] / 2**20:.0f} MiB, backup format `{facts['backup_format']}`,
+{facts['runs']} runs (`{facts['command']}`).
 
 | | median (s) | spread (s) |
 |---|---|---|
