@@ -29,12 +29,12 @@ demo: db
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook playbooks/migrate.yml -i inventories/local
 
 test: db $(TEST_STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The module and chain tests again, against the server in PG_TEST_DSN (CI: the machine's PostgreSQL 15).
 # Playbooks and molecule scenarios run once, in `make test`, on the embedded server.
 test-db: $(TEST_STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "db and not playbook and not molecule"
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "db and not playbook and not molecule"
 
 lint: $(STAMP)
 	$(BIN)/ruff check library module_utils plugins tests scripts bench alembic release_manager

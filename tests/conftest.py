@@ -211,8 +211,12 @@ def stats_server():
 
 def pytest_collection_modifyitems(items):
     """The longest tests first (molecule scenarios, then ansible-playbook runs), so that the two workers finish
-    together instead of one waiting for a long test picked up last. A stable sort: a module's tests stay together."""
+    together instead of one waiting for a long test picked up last. Whole modules move (a stable sort on the
+    module's weight), so a module's tests stay together and its module-scoped fixtures are set up once."""
     def weight(item) -> int:
         return 0 if item.get_closest_marker("molecule") else 1 if item.get_closest_marker("playbook") else 2
 
-    items.sort(key=weight)
+    module_weight: dict[str, int] = {}
+    for item in items:
+        module_weight[item.nodeid.split("::")[0]] = min(weight(item), module_weight.get(item.nodeid.split("::")[0], 2))
+    items.sort(key=lambda item: module_weight[item.nodeid.split("::")[0]])

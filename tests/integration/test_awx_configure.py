@@ -16,7 +16,9 @@ import yaml
 from standins.awx_api import ApiError, AwxApiStandin
 from support import ROOT, run_playbook
 
-pytestmark = pytest.mark.playbook
+# One worker runs the whole module: its module-scoped fixtures (a configured controller, an API stand-in)
+# are set up once.
+pytestmark = [pytest.mark.playbook, pytest.mark.xdist_group("awx")]
 
 ADMIN_TOKEN = "standin-admin-token"
 READER_TOKEN = "standin-reader-token"

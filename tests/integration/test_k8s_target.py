@@ -20,7 +20,9 @@ sys.path.insert(0, str(STANDINS))
 
 from k8s_api import K8sApiStandin, label_selector_matches, load_seed  # noqa: E402
 
-pytestmark = pytest.mark.playbook
+# One worker runs the whole module: its module-scoped fixtures (a configured controller, an API stand-in)
+# are set up once.
+pytestmark = [pytest.mark.playbook, pytest.mark.xdist_group("k8s")]
 
 PLAYBOOKS = "tests/integration/playbooks"
 REVISION = "0007_email_verified"
