@@ -16,9 +16,9 @@ from the pre-migration backup and drop the tables it created, keeping every othe
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from ansible.module_utils.dump_objects import table_name as _qualified
 from ansible.module_utils.lint_walk import walk_plan
 
 NO_DOWNGRADE = {"empty": "downgrade() is empty or pass", "raises": "downgrade() raises",
@@ -31,22 +31,11 @@ _OTHER_OBJECTS = {"CreateEnumStmt": "type", "AlterEnumStmt": "type", "CompositeT
                   "CreateDomainStmt": "domain", "CreateRangeStmt": "type", "DefineStmt": "object",
                   "CreateFunctionStmt": "function", "CreateSeqStmt": "sequence", "ViewStmt": "view",
                   "CreateSchemaStmt": "schema", "CreateExtensionStmt": "extension", "DoStmt": "DO block"}
-_SIMPLE_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 
 
-def quoted(name: str) -> str:
-    """An identifier as PostgreSQL's quote_ident writes it."""
-    try:
-        from pglast.keywords import COL_NAME_KEYWORDS, RESERVED_KEYWORDS, TYPE_FUNC_NAME_KEYWORDS
-        keyword = name in RESERVED_KEYWORDS | TYPE_FUNC_NAME_KEYWORDS | COL_NAME_KEYWORDS
-    except ImportError:
-        keyword = False
-    return name if _SIMPLE_NAME.fullmatch(name) and not keyword else '"' + name.replace('"', '""') + '"'
-
-
-def table_name(schema: str | None, table: str) -> str:
+def _name(schema: str | None, table: str) -> str:
     """A table as pg_restore_tables and the report name it: bare in public, else schema-qualified; quoted."""
-    return quoted(table) if schema in (None, "public") else f"{quoted(schema)}.{quoted(table)}"
+    return _qualified(schema or "public", table)
 
 
 def _dropped_tables(node: Any) -> list[tuple[str, str]]:
@@ -94,8 +83,8 @@ def losses(downgrade_sql: str | None, version_table: str = "alembic_version") ->
     out: list[str] = []
     for stmt in walk.statements:
         kind = type(stmt.node).__name__
-        name = table_name(stmt.schema, stmt.table) if stmt.table else "a table"
-        out += [f"table {table_name(*t)}" for t in _dropped_tables(stmt.node)]
+        name = _name(stmt.schema, stmt.table) if stmt.table else "a table"
+        out += [f"table {_name(*t)}" for t in _dropped_tables(stmt.node)]
         out += [f"column {c}" for c in _dropped_columns(stmt.node, name)]
         out += _dropped_otherwise(stmt.node)
         if kind in ("DeleteStmt", "TruncateStmt") and stmt.table != walk.version_table:
@@ -108,8 +97,8 @@ def tables_acted_on(sql: str | None, version_table: str = "alembic_version") -> 
     if not sql:
         return set()
     walk = walk_plan([{"revision": "sql", "sql": sql}], version_table)
-    return {table_name(s.schema, s.table) for s in walk.statements if s.table} | {
-        table_name(*t) for s in walk.statements for t in _dropped_tables(s.node)}
+    return {_name(s.schema, s.table) for s in walk.statements if s.table} | {
+        _name(*t) for s in walk.statements for t in _dropped_tables(s.node)}
 
 
 def touched(revisions: list[dict[str, Any]], version_table: str = "alembic_version") -> dict[str, dict[str, list]]:
@@ -128,7 +117,7 @@ def touched(revisions: list[dict[str, Any]], version_table: str = "alembic_versi
         for schema, table in keys:
             if table == walk.version_table:
                 continue
-            name = table_name(schema, table)
+            name = _name(schema, table)
             if kind in ("CreateStmt", "CreateTableAsStmt"):
                 entry["created"].append(name)
             elif kind in _WRITES and not stmt.table_is_new and name not in entry["tables"]:
