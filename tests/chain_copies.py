@@ -151,3 +151,29 @@ def upgrade():
 def downgrade():
     op.drop_column("releases", "no_such_column")
 '''
+
+
+# A contract step: drop users.email while the running app still reads it (on head).
+DROPS_EMAIL = '''"""test: drop users.email while the running app still reads it"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "f00d00000001"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.drop_column("users", "email")
+
+
+def downgrade():
+    op.add_column("users", sa.Column("email", sa.String(255), nullable=True))
+'''
+
+
+def second(revision_text: str) -> str:
+    """A revision written for the first place on head, moved to the second (on top of f00d00000001)."""
+    return revision_text.replace('revision = "f00d00000001"', 'revision = "f00d00000002"').replace(
+        'down_revision = "{down}"', 'down_revision = "f00d00000001"')

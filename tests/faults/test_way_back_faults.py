@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from chain_copies import BROKEN_REVISION, GOOD_REVISION, HEAD, chain_copy
+from chain_copies import BROKEN_REVISION, DROPS_EMAIL, GOOD_REVISION, HEAD, chain_copy
 from support import ROOT, local_vars, reports, revision_of, run_playbook, sql, with_database
 
 pytestmark = [pytest.mark.db, pytest.mark.playbook]
@@ -19,24 +19,6 @@ IRREVERSIBLE = GOOD_REVISION.replace(
     'op.add_column("users", sa.Column("nickname", sa.String(50)))',
     'op.execute("UPDATE deployments SET status = upper(status) WHERE id > 0 AND id <= 100000")',
 ).replace('op.drop_column("users", "nickname")', 'raise NotImplementedError("statuses cannot be lowered back")')
-
-DROPS_EMAIL = '''"""test: drop users.email while the running app still reads it"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "f00d00000001"
-down_revision = "{down}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.drop_column("users", "email")
-
-
-def downgrade():
-    op.add_column("users", sa.Column("email", sa.String(255), nullable=True))
-'''
 
 
 def test_the_rollback_never_downgrades_through_an_irreversible_revision_it_restores_its_tables(

@@ -5,28 +5,13 @@ from __future__ import annotations
 
 import psycopg2
 import pytest
-from chain_copies import GOOD_REVISION, HEAD, chain_copy
+from chain_copies import DROPS_EMAIL as CONTRACT
+from chain_copies import GOOD_REVISION, HEAD, chain_copy, second
 from support import revision_of, run_module, sql, with_database
 
 pytestmark = pytest.mark.db
 
-DROPS_EMAIL = '''"""test: drop users.email (contract before the app stopped reading it)"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "f00d00000002"
-down_revision = "f00d00000001"
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.drop_column("users", "email")
-
-
-def downgrade():
-    op.add_column("users", sa.Column("email", sa.String(255), nullable=True))
-'''
+DROPS_EMAIL = second(CONTRACT)  # on top of GOOD_REVISION
 
 FORGETS_ITS_INDEX = GOOD_REVISION.replace(
     'op.add_column("users", sa.Column("nickname", sa.String(50)))',
@@ -78,7 +63,7 @@ def test_a_downgrade_that_does_not_give_the_schema_back_is_found(new_database, t
 
 
 # f00d00000002 on top of FORGETS_ITS_INDEX: a column whose downgrade is a no-op (the walk down differs there).
-KEEPS_ITS_COLUMN = DROPS_EMAIL.replace('"""test: drop users.email (contract before the app stopped reading it)"""',
+KEEPS_ITS_COLUMN = DROPS_EMAIL.replace('"""test: drop users.email while the running app still reads it"""',
                                        '"""test: users.age, a downgrade that forgets it"""').replace(
     'op.drop_column("users", "email")', 'op.add_column("users", sa.Column("age", sa.Integer()))').replace(
     'op.add_column("users", sa.Column("email", sa.String(255), nullable=True))', 'op.execute("SELECT 1")')
