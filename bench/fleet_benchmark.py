@@ -36,9 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import yaml  # noqa: E402
 from seed_demo_data import seed  # noqa: E402
-from support import ansible_env, revision_of, sql, with_database  # noqa: E402
+from support import ansible_env, fleet_inventory, revision_of, sql, with_database  # noqa: E402
 
 START_REVISION = "5e4a7c9d1f65"  # two revisions below head: each run applies 8f1a2b3c4d5e and 9c2b3f1a4e5d
 HEAD = "9c2b3f1a4e5d"
@@ -68,22 +67,13 @@ def fresh_databases(server: str, template: str, count: int) -> list[str]:
     return urls
 
 
-def inventory(directory: Path, urls: list[str]) -> Path:
-    shutil.copytree(ROOT / "inventories" / "fleet-example" / "group_vars", directory / "group_vars")
-    hosts = {f"tenant-{i + 1:02d}": {"rm_database_url": url} for i, url in enumerate(urls)}
-    local = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
-    (directory / "hosts.yml").write_text(yaml.safe_dump(
-        {"all": {"children": {"migration_runner": {"hosts": hosts, "vars": local}}}}, sort_keys=False))
-    return directory
-
-
 def run_case(server: str, template: str, count: int, forks: int, waves: list) -> dict:
     """One fleet run: wall time, the summary's elapsed and wave times, every database's revision by SQL."""
     urls = fresh_databases(server, template, count)
     work = Path(tempfile.mkdtemp(prefix="fleetbench-"))
     work.chmod(0o755)
     try:
-        inv = inventory(work / "inventory", urls)
+        inv = fleet_inventory(work / "inventory", urls)
         extra = {"rm_waves": waves, "rm_max_fail_percentage": 0, "rm_reports_root": str(work / "reports"),
                  "rm_backup_dir": str(work / "backups")}
         cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/migrate.yml", "-i", str(inv),

@@ -27,18 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import embedded_postgres  # noqa: E402
 import psycopg2  # noqa: E402
+from run_benchmarks import execute  # noqa: E402
 from support import run_module, with_database  # noqa: E402
-
-
-def execute(url: str, sql: str) -> None:
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql)
-    conn.close()
 
 
 def build(admin_url: str, name: str, size_mb: int) -> str:

@@ -154,23 +154,11 @@ def downgrade():
 
 
 # A contract step: drop users.email while the running app still reads it (on head).
-DROPS_EMAIL = '''"""test: drop users.email while the running app still reads it"""
-import sqlalchemy as sa
-from alembic import op
-
-revision = "f00d00000001"
-down_revision = "{down}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.drop_column("users", "email")
-
-
-def downgrade():
-    op.add_column("users", sa.Column("email", sa.String(255), nullable=True))
-'''
+DROPS_EMAIL = GOOD_REVISION.replace(
+    '"""test: a good revision on top of head (users.nickname)"""',
+    '"""test: drop users.email while the running app still reads it"""',
+).replace('op.add_column("users", sa.Column("nickname", sa.String(50)))', 'op.drop_column("users", "email")').replace(
+    'op.drop_column("users", "nickname")', 'op.add_column("users", sa.Column("email", sa.String(255), nullable=True))')
 
 
 def second(revision_text: str) -> str:

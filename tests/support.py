@@ -213,3 +213,15 @@ def table_counts(url: str) -> dict[str, int]:
     """count(*) of every table in public, by SQL."""
     tables = [row[0] for row in sql(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
     return {t: sql(url, f'SELECT count(*) FROM "{t}"')[0][0] for t in tables}
+
+
+def fleet_inventory(directory: Path, urls: list[str]) -> Path:
+    """inventories/fleet-example's group_vars with one host per database, each with its own rm_database_url."""
+    shutil.copytree(ROOT / "inventories" / "fleet-example" / "group_vars", directory / "group_vars")
+    hosts = {f"tenant-{i + 1:02d}": {"rm_database_url": url} for i, url in enumerate(urls)}
+    local = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+    import yaml
+
+    (directory / "hosts.yml").write_text(yaml.safe_dump(
+        {"all": {"children": {"migration_runner": {"hosts": hosts, "vars": local}}}}, sort_keys=False))
+    return directory

@@ -6,13 +6,10 @@ database's state is read with SQL, not from the summary."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
-import yaml
 from chain_copies import HEAD, chain_copy
-from support import ROOT, local_vars, revision_of, run_playbook, sql
+from support import fleet_inventory, local_vars, revision_of, run_playbook, sql
 
 pytestmark = [pytest.mark.db, pytest.mark.playbook]
 
@@ -58,16 +55,6 @@ FAILING = 2  # the second database of wave 2 (the third of the fleet)
 # What the fleet test does not need (it keeps preview, backup, apply, verify, rollback and the reports).
 LEAN = {"rm_models_check": "off", "preflight_monitoring": False, "verify_monitoring": False,
         "rm_app_queries_check": "off"}
-
-
-def fleet_inventory(directory: Path, urls: list[str]) -> Path:
-    """inventories/fleet-example's group_vars with one host per database, each with its own rm_database_url."""
-    shutil.copytree(ROOT / "inventories" / "fleet-example" / "group_vars", directory / "group_vars")
-    hosts = {f"tenant-{i + 1:02d}": {"rm_database_url": url} for i, url in enumerate(urls)}
-    local = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
-    (directory / "hosts.yml").write_text(yaml.safe_dump(
-        {"all": {"children": {"migration_runner": {"hosts": hosts, "vars": local}}}}, sort_keys=False))
-    return directory
 
 
 def indexes(url: str) -> set[str]:

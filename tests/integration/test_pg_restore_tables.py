@@ -33,6 +33,20 @@ def restore(url: str, src: str, check: bool = False, **args):
                                             "revision": [START], "run_id": "t1", **args}, check=check)
 
 
+def restore_while_users_is_locked(url: str, src: str, **args):
+    """The restore while another session holds a lock on users (a long transaction of the app)."""
+    import psycopg2
+
+    holder = psycopg2.connect(url)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("LOCK TABLE users IN ACCESS SHARE MODE")
+            return restore(url, src, **args)
+    finally:
+        holder.rollback()
+        holder.close()
+
+
 @pytest.mark.parametrize("fmt", ["plain", "custom", "directory"])
 def test_the_touched_table_comes_back_and_every_other_table_keeps_its_writes(migrated, fmt):
     url, src = migrated(fmt)
@@ -85,17 +99,8 @@ def test_check_mode_and_a_damaged_backup_change_nothing(migrated):
 def test_the_swap_waits_at_most_lock_timeout_then_retries(migrated):
     """A long transaction holds users: each swap attempt gives up after lock_timeout and the run fails cleanly,
     leaving the live tables as they were and no side schema behind."""
-    import psycopg2
-
     url, src = migrated()
-    holder = psycopg2.connect(url)
-    try:
-        with holder.cursor() as cur:
-            cur.execute("LOCK TABLE users IN ACCESS SHARE MODE")
-            run = restore(url, src, lock_timeout="100ms", swap_retries=1)
-    finally:
-        holder.rollback()
-        holder.close()
+    run = restore_while_users_is_locked(url, src, lock_timeout="100ms", swap_retries=1)
     assert run.rc != 0 and "lock timeout" in run.result["msg"]
     assert sql(url, "SELECT count(*) FROM users WHERE name = upper(name)") == [(30,)]
     assert revision_of(url) == ["9c2b3f1a4e5d"]
@@ -174,17 +179,8 @@ def test_the_tables_moved_aside_lose_their_foreign_keys_so_the_live_tables_delet
 
 
 def test_a_lock_timeout_names_the_tables_swaps_nothing_and_a_retry_with_the_same_run_id_works(migrated):
-    import psycopg2
-
     url, src = migrated()
-    holder = psycopg2.connect(url)
-    try:
-        with holder.cursor() as cur:
-            cur.execute("LOCK TABLE users IN ACCESS SHARE MODE")
-            run = restore(url, src, lock_timeout="100ms", swap_retries=0)
-    finally:
-        holder.rollback()
-        holder.close()
+    run = restore_while_users_is_locked(url, src, lock_timeout="100ms", swap_retries=0)
     msg = run.result["msg"]
     assert run.rc != 0 and "lock timeout" in msg and "user_prefs, users" in msg and "Nothing was swapped" in msg
     assert run.result["locked_tables"] == ["users"] and "same run_id t1" in run.result["hint"]
