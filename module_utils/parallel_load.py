@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import subprocess
 import tempfile
 import threading
@@ -34,7 +35,9 @@ from ansible.module_utils.plain_dump import (
     Script,
     dump_entries,
     filtered_chunks,
+    key_as_index,
     lock_plan,
+    partitioned_tables,
     setting_name,
     split_plain,
 )
@@ -45,6 +48,17 @@ READ_BYTES = 4 << 20  # what is decoded at a time
 PENDING_BYTES = 96 << 20
 _COPY_READ = 1 << 20
 _RERUN = "Nothing of the partial load was kept; fix the cause and rerun."
+# A statement after the data that may add or remove rows (or a psql command that may run one): the COPY counts
+# are then not what the tables hold. Matches more than it must (a trigger "AFTER INSERT"): it only costs a count.
+_MAY_CHANGE_ROWS = re.compile(rb"\b(?:INSERT|UPDATE|DELETE|TRUNCATE|MERGE|COPY|DO|CALL|SELECT|EXECUTE)\b"
+                              rb"|^\\(?!(?:un)?restrict )", re.I | re.M)
+_ACL_LINE = re.compile(rb"(?:GRANT|REVOKE) [^;'\"$\\]*;")  # one privilege statement alone on its line
+
+
+def _may_change_rows(sql: bytes) -> bool:
+    return bool(_MAY_CHANGE_ROWS.search(b"\n".join(line for line in sql.split(b"\n") if not _ACL_LINE.fullmatch(line))))
+
+
 _BAD_DATA = ("The backup's rows do not fit its schema (a value its type refuses, a row a constraint refuses): it was "
              "changed after pg_dump wrote it. Restore another backup.")
 
@@ -61,6 +75,7 @@ class Job:
     statement: bytes = b""  # COPY ... FROM stdin
     settings: tuple[bytes, ...] = ()  # the dump's session settings at this point
     single_transaction: bool = False
+    after_builds: bool = False  # a constraint taking an index built before it: after its stretch's builds
 
     @property
     def size(self) -> int:
@@ -171,6 +186,8 @@ class Planner:
     restrict: bytes = b""  # the dump's own "\restrict KEY" line (patched pg_dump), for every psql script
     chunks: int = 0
     comments: list[bytes] = field(default_factory=list)  # the COMMENT entries after the data, run last
+    partitioned: set[bytes] = field(default_factory=set)  # partitioned tables (their keys stay as written)
+    rows_changed_after: bool = False  # SQL after the data that may change rows (the COPY counts are not final)
 
     def last_jobs(self) -> list[Job]:
         """The comments on what the builds made, in one psql script once everything else has run."""
@@ -190,6 +207,7 @@ class Planner:
         if script.pre_data:
             for entry in entries:
                 self._remember(entry)
+            self.partitioned = partitioned_tables(entries)
             self.restrict = next((line + b"\n" for line in script.text.split(b"\n")[:40]
                                   if line.startswith(b"\\restrict ")), b"")
             return [Job("script", self._owned(script.text), "the schema", single_transaction=True)]
@@ -197,6 +215,8 @@ class Planner:
         alone: list[bytes] = []  # entries that run alone, in dump order, as one psql script
         for entry in entries:
             locks = lock_plan(entry) if entry.sql else {}
+            if locks is None and _may_change_rows(entry.sql):
+                self.rows_changed_after = True
             if entry.kind == "COMMENT":  # nothing depends on a comment: all of them in one script at the end
                 if not self.comments:
                     self.comments.append(self.restrict + b"".join(line + b"\n" for line in self.current()))
@@ -205,11 +225,23 @@ class Planner:
                 if not alone:  # the script starts with the settings in force before its first entry
                     alone.append(self.restrict + b"".join(line + b"\n" for line in self.current()))
                 alone.append(entry.text + b"".join(line + b"\n" for line in entry.settings))
+            elif split := self._key_split(entry):
+                jobs += self._flush(alone)
+                table, create, attach = split
+                jobs.append(Job("sql", create, f"{_label(entry)} (its index)", locks={table: "index"},
+                                settings=self.current()))
+                jobs.append(Job("sql", attach, _label(entry), locks={table: "exclusive"}, settings=self.current(),
+                                after_builds=True))
             elif entry.sql:
                 jobs += self._flush(alone)
                 jobs.append(Job("sql", entry.text, _label(entry), locks=locks, settings=self.current()))
             self._remember(entry)
         return [*jobs, *self._flush(alone)]
+
+    def _key_split(self, entry) -> tuple[bytes, bytes, bytes] | None:
+        """A key of a table that got rows in this load, split into its index and its constraint (key_as_index)."""
+        split = key_as_index(entry, self.partitioned)
+        return split if split is not None and split[0] in self.table_bytes else None
 
     def _flush(self, alone: list[bytes]) -> list[Job]:
         text = b"".join(alone)
@@ -224,14 +256,15 @@ class Planner:
         return b"".join(filtered_chunks(io.BytesIO(text), self.no_owner)) if self.no_owner else text
 
     def ordered(self, jobs: list[Job]) -> list[Job]:
-        """Index and constraint builds of one stretch, biggest table first (the longest builds start first)."""
+        """Index and constraint builds of one stretch, biggest table first (the longest builds start first); the
+        constraints taking an index built in the stretch after all of its builds (they lock their table)."""
         out: list[Job] = []
         run: list[Job] = []
         for job in [*jobs, None]:
             if job is not None and job.kind == "sql" and len(job.locks or {}) == 1:
                 run.append(job)
                 continue
-            run.sort(key=lambda j: -self.table_bytes.get(next(iter(j.locks)), 0))
+            run.sort(key=lambda j: (j.after_builds, -self.table_bytes.get(next(iter(j.locks)), 0)))
             out += run
             run = []
             if job is not None:
@@ -421,7 +454,8 @@ def load_parallel(req: LoadRequest) -> dict[str, Any]:
     for lane in lanes:
         for table, count in lane.rows.items():
             rows[table] = rows.get(table, 0) + count
-    return {"lanes": req.lanes, "copy_chunks": planner.chunks, "rows_loaded": sum(rows.values()),
+    copied = None if planner.rows_changed_after else {t.decode("utf-8", "replace"): n for t, n in rows.items()}
+    return {"lanes": req.lanes, "copy_chunks": planner.chunks, "rows_loaded": sum(rows.values()), "copied_rows": copied,
             "phases_s": {phase: [round(t, 3) for t in span] for phase, span in scheduler.phases.items()},
             "load_s": round(time.monotonic() - started, 3)}
 

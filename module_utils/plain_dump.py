@@ -335,7 +335,7 @@ def _copy_chunks(blocks: _Blocks, table: bytes, statement: bytes, chunk_size: in
         if not block:
             raise OperatorError("The plain backup ends inside a table's COPY data (it is truncated).",
                                 "Restore another backup; take a new one.")
-        found = (before + block).find(b"\n" + COPY_END)
+        found = _end_marker(before, block)
         if found >= 0:
             start = found + 1 - len(before)  # where the marker starts in this block (< 0: in the pieces)
             if start < 0:
@@ -354,6 +354,30 @@ def _copy_chunks(blocks: _Blocks, table: bytes, statement: bytes, chunk_size: in
             yield CopyChunk(table, statement, tuple(pieces))
             pieces = [block[cut:]] if cut < len(block) else []
             size = len(block) - cut
+
+
+_END_LINE = b"\n" + COPY_END
+_BACKSLASH_TRIES = 64  # backslashes looked at one by one in a block before searching for the whole line
+
+
+def _end_marker(before: bytes, block: bytes) -> int:
+    """``(before + block).find(b"\\n\\\\.\\n")`` without copying the block: where the end-of-data line's newline is.
+
+    A data line holds a backslash only where COPY escapes something, so the backslashes are found with memchr
+    and each one looked at; in a block where they are common the whole line is searched for instead."""
+    found = (before + block[:3]).find(_END_LINE)  # a marker starting in ``before``
+    if found >= 0:
+        return found
+    pos = 0
+    for _ in range(_BACKSLASH_TRIES):
+        slash = block.find(b"\\", pos)
+        if slash < 0:
+            return -1
+        if slash and block[slash - 1] == 10 and block.startswith(COPY_END, slash):
+            return len(before) + slash - 1
+        pos = slash + 1
+    found = block.find(_END_LINE, pos - 1)
+    return found + len(before) if found >= 0 else -1
 
 
 def _drop_tail(pieces: list[bytes], count: int) -> None:
@@ -387,6 +411,11 @@ _FOREIGN_KEY_RE = re.compile(
     rb"ALTER TABLE ONLY %s\n    ADD CONSTRAINT %s FOREIGN KEY \([^;]*\) REFERENCES (?P<ref>%s)\([^;]*;"
     % (_TABLE, _NAME, QUALIFIED_NAME))
 _SETVAL_RE = re.compile(rb"SELECT pg_catalog\.setval\('[^;\n]*', -?\d+, (?:true|false)\);")
+# A primary key or unique constraint in its plainest form: no INCLUDE, WITH, tablespace, DEFERRABLE or NULLS clause.
+_PLAIN_KEY_RE = re.compile(
+    rb"ALTER TABLE ONLY %s\n    ADD CONSTRAINT (?P<name>%s) (?P<kind>PRIMARY KEY|UNIQUE) \((?P<columns>[^;()\n]+)\);"
+    % (_TABLE, _IDENT))
+_PARTITIONED_RE = re.compile(rb"^CREATE TABLE %s \(\n.*?^\)\nPARTITION BY " % _TABLE, re.S | re.M)
 
 
 @dataclass(frozen=True)
@@ -442,6 +471,27 @@ def _trailing_settings(text: bytes, masked: bytes) -> tuple[bytes, tuple[bytes, 
 def setting_name(line: bytes) -> bytes:
     found = _SETTING_RE.fullmatch(line)
     return (found["name"] or found["config"]) if found else line
+
+
+def partitioned_tables(entries: list[Entry]) -> set[bytes]:
+    """The partitioned tables the schema creates (their keys are left as pg_dump wrote them)."""
+    return {found["table"] for entry in entries if entry.kind == "TABLE"
+            and (found := _PARTITIONED_RE.search(entry.sql))}
+
+
+def key_as_index(entry: Entry, partitioned: set[bytes]) -> tuple[bytes, bytes, bytes] | None:
+    """A primary key or unique constraint split in two: its unique index, which builds beside the table's other
+    indexes (``ADD CONSTRAINT`` would lock the table while it builds), then the constraint taking that index,
+    which is what ``ADD CONSTRAINT`` makes. (table, CREATE UNIQUE INDEX, ALTER TABLE) or None: keep the entry.
+
+    Only the plainest form (no INCLUDE, WITH, tablespace, DEFERRABLE or NULLS clause) of an ordinary table."""
+    found = _PLAIN_KEY_RE.fullmatch(entry.sql) if entry.kind == "CONSTRAINT" else None
+    if found is None or found["table"] in partitioned:
+        return None
+    table, name = found["table"], found["name"]
+    create = b"CREATE UNIQUE INDEX %s ON %s USING btree (%s);" % (name, table, found["columns"])
+    attach = b"ALTER TABLE ONLY %s\n    ADD CONSTRAINT %s %s USING INDEX %s;" % (table, name, found["kind"], name)
+    return table, create, attach
 
 
 def lock_plan(entry: Entry) -> dict[bytes, str] | None:

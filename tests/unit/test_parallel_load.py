@@ -88,10 +88,53 @@ def test_the_plan_keeps_dump_order_where_it_matters_and_the_session_settings_in_
     assert rows.settings == (b"SET statement_timeout = 0;", b"SELECT pg_catalog.set_config('search_path', '', false);",
                              b"SET default_tablespace = '';")
     after = planner.ordered(planner.script_jobs(Script(POST_DATA)))
-    assert [j.kind for j in after] == ["sql", "sql", "script"]
-    assert [j.locks for j in after[:2]] == [{b"public.t": "exclusive"}, {b"public.small": "exclusive"}]  # big first
-    trigger_and_grant = after[2].payload
+    # Each primary key: its unique index built beside the table's other indexes (biggest table first), then
+    # the constraint taking it, after every build of the stretch.
+    assert [j.kind for j in after] == ["sql", "sql", "sql", "sql", "script"]
+    assert [j.locks for j in after[:4]] == [{b"public.t": "index"}, {b"public.small": "index"},
+                                            {b"public.t": "exclusive"}, {b"public.small": "exclusive"}]
+    assert after[0].payload == b"CREATE UNIQUE INDEX t_pkey ON public.t USING btree (id);"
+    assert after[2].payload == b"ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pkey;"
+    assert planner.rows_changed_after  # the trigger's text says INSERT: the COPY counts are not trusted
+    trigger_and_grant = after[4].payload
     assert trigger_and_grant.startswith(b"\\restrict k3y\nSET statement_timeout = 0;")
     assert b"CREATE TRIGGER" in trigger_and_grant and b"GRANT" not in trigger_and_grant  # no_owner
     # The last foreign key shares its entry with psql's \unrestrict line: it runs in the script, in order.
     assert trigger_and_grant.endswith(b"REFERENCES public.t(id);\n\n\n\\unrestrict k3y\n")
+
+
+def test_a_key_is_split_only_in_its_plainest_form_on_a_table_that_got_rows():
+    pre = PRE_DATA + (b"--\n-- Name: m; Type: TABLE; Schema: public; Owner: app\n--\n\n"
+                      b"CREATE TABLE public.m (\n    id integer NOT NULL\n)\nPARTITION BY RANGE (id);\n\n\n")
+    planner = Planner(no_owner=True)
+    planner.script_jobs(Script(pre, pre_data=True))
+    assert planner.partitioned == {b"public.m"}
+    for table in (b"public.t", b"public.m", b'"Odd ""Name"""'):
+        planner.copy_job(CopyChunk(table, b"COPY " + table + b" (id) FROM stdin", (b"1\n",)))
+
+    def key(table: bytes, clause: bytes) -> bytes:
+        return (b"--\n-- Name: k; Type: CONSTRAINT; Schema: public; Owner: app\n--\n\n"
+                b"ALTER TABLE ONLY " + table + b"\n    ADD CONSTRAINT k " + clause + b";\n\n\n")
+    post = (key(b'"Odd ""Name"""', b'UNIQUE ("a b", c)') + key(b"public.m", b"PRIMARY KEY (id)")
+            + key(b"public.t", b"PRIMARY KEY (id) INCLUDE (v)") + key(b"public.t", b"UNIQUE (v) DEFERRABLE")
+            + key(b"public.empty", b"PRIMARY KEY (id)"))
+    jobs = planner.script_jobs(Script(post))
+    assert [j.payload if j.kind == "sql" and j.label.endswith("(its index)") or j.after_builds else j.locks
+            for j in jobs] == [
+        b'CREATE UNIQUE INDEX k ON "Odd ""Name""" USING btree ("a b", c);',
+        b'ALTER TABLE ONLY "Odd ""Name"""\n    ADD CONSTRAINT k UNIQUE USING INDEX k;',
+        {b"public.m": "exclusive"}, {b"public.t": "exclusive"}, {b"public.t": "exclusive"},
+        {b"public.empty": "exclusive"}]  # partitioned, INCLUDE, DEFERRABLE, no rows: as pg_dump wrote them
+    assert not planner.rows_changed_after
+
+
+def test_sql_after_the_data_that_may_change_rows_is_noticed():
+    from ansible.module_utils.parallel_load import _may_change_rows
+
+    for sql in (b"DELETE FROM public.t;", b"insert into t values (1);", b"GRANT SELECT ON t TO a; TRUNCATE t;",
+                b"\\i more.sql", b"SELECT public.fix_rows();", b"DO $$ BEGIN PERFORM 1; END $$;",
+                b"CREATE TRIGGER x AFTER UPDATE ON t FOR EACH ROW EXECUTE FUNCTION f();"):
+        assert _may_change_rows(sql), sql
+    for sql in (b"GRANT SELECT ON TABLE public.t TO reporting;", b"REVOKE ALL ON SCHEMA public FROM PUBLIC;",
+                b"ALTER TABLE public.t CLUSTER ON t_pkey;", b"\\unrestrict k3y", b"CREATE POLICY p ON t USING (true);"):
+        assert not _may_change_rows(sql), sql

@@ -195,3 +195,23 @@ def test_comments_after_the_data_run_last_in_one_script():
     assert [j.kind for j in jobs] == ["sql", "sql"]  # the two builds, side by side: no script between them
     (last,) = planner.last_jobs()
     assert last.kind == "script" and last.payload.count(b"COMMENT ON INDEX") == 2
+
+
+def test_the_end_of_a_tables_data_is_found_as_a_plain_search_finds_it():
+    """The end-of-data line is found without copying the block (backslashes by memchr, or the whole line where
+    they are common): the same place as the plain search, on random data made of the bytes that matter."""
+    import random
+
+    from ansible.module_utils.plain_dump import _END_LINE, _end_marker
+
+    rng = random.Random(11)
+    alphabet = [b"a", b"\n", b"\\", b".", b"x"]
+    for _ in range(20000):
+        before = b"".join(rng.choice(alphabet) for _ in range(rng.choice([1, 3])))
+        block = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400)))
+        assert _end_marker(before, block) == (before + block).find(_END_LINE), (before, block)
+    rows = b"1\tno backslash here\n" * 1000
+    assert _end_marker(b"\n", rows + b"\\.\n\nSET x = 1;\n") == 1 + len(rows) - 1
+    escaped = b"2\tline\\none\\ttab\\\\.\n" * 1000  # backslashes everywhere, and "\\." in a value
+    assert _end_marker(b"\n", escaped + b"\\.\n") == len(escaped)
+    assert _end_marker(b"ab\n", b"\\.\nrest") == 2 and _end_marker(b"\n", escaped) == -1
