@@ -204,7 +204,7 @@ def test_the_end_of_a_tables_data_is_found_as_a_plain_search_finds_it():
 
     from ansible.module_utils.plain_dump import _END_LINE, _end_marker
 
-    rng = random.Random(11)
+    rng = random.Random(11)  # noqa: S311 - test data, not secrets
     alphabet = [b"a", b"\n", b"\\", b".", b"x"]
     for _ in range(20000):
         before = b"".join(rng.choice(alphabet) for _ in range(rng.choice([1, 3])))
