@@ -190,34 +190,52 @@ def _unique_path(dest: Path, database: str, fmt: str, comp: Compression, label: 
     raise OperatorError(f"Cannot find a free backup name in {dest}.", "Remove stray files from the directory.")
 
 
+_FILL_PAUSE_S = 0.0005
+_SHORT_READ = 256 << 10
+
+
 def _read_ahead(fd: int, depth: int = 32):
     """Yield a pipe's data while a thread keeps reading ahead, so pg_dump never waits for our gzip.
 
-    The pipe is widened to 1 MiB (Linux) so both sides move data in large pieces.
+    The pipe is widened to 1 MiB (Linux) so both sides move data in large pieces: pg_dump writes 4 KiB at a
+    time, and a reader woken by each write would read a piece per write. After a short read the reader lets the
+    pipe fill for half a millisecond (a widened pipe holds more than pg_dump writes meanwhile). The data is read
+    into ``depth`` buffers used in turn (no allocation per read); each is yielded as a memoryview, valid until
+    the next one is asked for.
     """
+    widened = 0
     with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _CHUNK)
-    chunks: queue.Queue = queue.Queue(maxsize=depth)
+        widened = fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _CHUNK)
+    pause = _FILL_PAUSE_S if widened >= _CHUNK else 0.0
+    free: queue.Queue = queue.Queue()
+    for _ in range(depth):
+        free.put(bytearray(_CHUNK))
+    filled: queue.Queue = queue.Queue()
 
     def reader() -> None:
         try:
             while True:
-                data = os.read(fd, _CHUNK)
-                chunks.put(data)
-                if not data:
+                buf = free.get()
+                size = os.readv(fd, [buf])
+                filled.put((buf, size))
+                if not size:
                     return
+                if pause and size < _SHORT_READ:
+                    time.sleep(pause)
         except OSError as exc:
-            chunks.put(exc)
+            filled.put(exc)
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
     while True:
-        item = chunks.get()
+        item = filled.get()
         if isinstance(item, OSError):
             raise item
-        if not item:
+        buf, size = item
+        if not size:
             break
-        yield item
+        yield memoryview(buf)[:size]
+        free.put(buf)
     thread.join()
 
 

@@ -49,6 +49,11 @@ INCOMPLETE_PREFIX = "release-migrations restoring"
 # Measured (bench/, docs/decisions.md): a larger maintenance_work_mem made index builds slower on the
 # 2-core runner (in-memory sorts of the big table thrash the cache), so only commits are relaxed.
 LOAD_SETTINGS = "-c synchronous_commit=off"
+# The load's own sessions also stop autovacuum sooner: a freshly loaded table draws it, and a build or constraint
+# that needs the table waits deadlock_timeout (1 s by default) before autovacuum is told to yield. Superusers only
+# may set it; for others the statement sets nothing.
+LOAD_SESSION_SQL = (b"SET synchronous_commit = off; SELECT set_config('deadlock_timeout', '100ms', false) "
+                    b"WHERE (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)")
 ARCHIVE_FLAGS = {"custom": "-Fc", "tar": "-Ft", "directory": "-Fd"}
 _RERUN = "The restore stopped at the first error; fix the cause and rerun with clean: true and confirm: true."
 
@@ -421,7 +426,7 @@ def _load_parallel(req: RestoreRequest, backup: Backup, client: ClientTools, env
         decoder = [client.path("pg_restore"), ARCHIVE_FLAGS[backup.fmt], "-f", "-"]
         decoder += ["--no-owner", "--no-privileges"] if req.no_owner else []
         decoder.append(str(backup.path))
-    session_sql = b"SET synchronous_commit = off" if req.load_settings else b"SELECT 1"
+    session_sql = LOAD_SESSION_SQL if req.load_settings else b"SELECT 1"
     # An archive's SQL comes from pg_restore --no-owner --no-privileges already: nothing to filter out of it.
     load = LoadRequest(backup.path, req.conn, client.path("psql"), env, lanes=req.jobs,
                        no_owner=req.no_owner and decoder is None,

@@ -399,3 +399,27 @@ def test_row_counts_from_the_load_are_what_the_tables_hold(seeded_db, target_db,
     assert run.rc == 0, run.output
     assert run.result["row_counts"]["audit.events"] == count_of(again, "audit.events") == 0
     assert json.dumps(run.result["load"])  # what is reported is plain data
+
+
+@pytest.mark.db
+def test_the_load_sessions_stop_autovacuum_sooner_where_the_role_may_say_so(pg_server, new_database):
+    """deadlock_timeout (how long a build waits before autovacuum on its table is told to yield) is lowered for a
+    superuser's load; another role's load runs with the server's value and no error."""
+    import uuid
+
+    import psycopg2
+    from ansible.module_utils.restore_runner import LOAD_SESSION_SQL
+
+    url = new_database("rm_dl")
+    role = f"rm_plain_{uuid.uuid4().hex[:8]}"
+    pg_server.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER")
+    try:
+        for who, expected in ((None, "100ms"), (role, sql(url, "SHOW deadlock_timeout")[0][0])):
+            conn = psycopg2.connect(url, user=who) if who else psycopg2.connect(url)
+            with conn.cursor() as cur:
+                cur.execute(LOAD_SESSION_SQL)
+                cur.execute("SHOW deadlock_timeout")
+                assert cur.fetchone()[0] == expected, who
+            conn.close()
+    finally:
+        pg_server.execute(f"DROP ROLE IF EXISTS {role}")

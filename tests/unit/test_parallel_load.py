@@ -89,12 +89,12 @@ def test_the_plan_keeps_dump_order_where_it_matters_and_the_session_settings_in_
                              b"SET default_tablespace = '';")
     after = planner.ordered(planner.script_jobs(Script(POST_DATA)))
     # Each primary key: its unique index built beside the table's other indexes (biggest table first), then
-    # the constraint taking it, after every build of the stretch.
+    # the constraint taking it, right after its table's builds.
     assert [j.kind for j in after] == ["sql", "sql", "sql", "sql", "script"]
-    assert [j.locks for j in after[:4]] == [{b"public.t": "index"}, {b"public.small": "index"},
-                                            {b"public.t": "exclusive"}, {b"public.small": "exclusive"}]
+    assert [j.locks for j in after[:4]] == [{b"public.t": "index"}, {b"public.t": "exclusive"},
+                                            {b"public.small": "index"}, {b"public.small": "exclusive"}]
     assert after[0].payload == b"CREATE UNIQUE INDEX t_pkey ON public.t USING btree (id);"
-    assert after[2].payload == b"ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pkey;"
+    assert after[1].payload == b"ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY USING INDEX t_pkey;"
     assert planner.rows_changed_after  # the trigger's text says INSERT: the COPY counts are not trusted
     trigger_and_grant = after[4].payload
     assert trigger_and_grant.startswith(b"\\restrict k3y\nSET statement_timeout = 0;")
