@@ -75,7 +75,7 @@ class Job:
     statement: bytes = b""  # COPY ... FROM stdin
     settings: tuple[bytes, ...] = ()  # the dump's session settings at this point
     single_transaction: bool = False
-    after_builds: bool = False  # a constraint taking an index built before it: after its stretch's builds
+    after_builds: bool = False  # a constraint taking an index built before it: after its table's builds
 
     @property
     def size(self) -> int:
