@@ -88,10 +88,7 @@ options:
     type: bool
     default: true
   count_rows:
-    description:
-      - Report the exact row count of every user table after the restore. A table the parallel load filled by
-        C(COPY) (an ordinary table without child tables, with no statement after the data that may change rows)
-        is counted by the server's own C(COPY) count; every other table by C(count(*)).
+    description: Report exact C(count(*)) of every user table after the restore.
     type: bool
     default: true
   load_settings:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import subprocess
 import tempfile
 import threading
@@ -48,17 +47,6 @@ READ_BYTES = 4 << 20  # what is decoded at a time
 PENDING_BYTES = 96 << 20
 _COPY_READ = 1 << 20
 _RERUN = "Nothing of the partial load was kept; fix the cause and rerun."
-# A statement after the data that may add or remove rows (or a psql command that may run one): the COPY counts
-# are then not what the tables hold. Matches more than it must (a trigger "AFTER INSERT"): it only costs a count.
-_MAY_CHANGE_ROWS = re.compile(rb"\b(?:INSERT|UPDATE|DELETE|TRUNCATE|MERGE|COPY|DO|CALL|SELECT|EXECUTE)\b"
-                              rb"|^\\(?!(?:un)?restrict )", re.I | re.M)
-_ACL_LINE = re.compile(rb"(?:GRANT|REVOKE) [^;'\"$\\]*;")  # one privilege statement alone on its line
-
-
-def _may_change_rows(sql: bytes) -> bool:
-    return bool(_MAY_CHANGE_ROWS.search(b"\n".join(line for line in sql.split(b"\n") if not _ACL_LINE.fullmatch(line))))
-
-
 _BAD_DATA = ("The backup's rows do not fit its schema (a value its type refuses, a row a constraint refuses): it was "
              "changed after pg_dump wrote it. Restore another backup.")
 
@@ -188,7 +176,6 @@ class Planner:
     chunks: int = 0
     comments: list[bytes] = field(default_factory=list)  # the COMMENT entries after the data, run last
     partitioned: set[bytes] = field(default_factory=set)  # partitioned tables (their keys stay as written)
-    rows_changed_after: bool = False  # SQL after the data that may change rows (the COPY counts are not final)
 
     def last_jobs(self) -> list[Job]:
         """The comments on what the builds made, in one psql script once everything else has run."""
@@ -217,8 +204,6 @@ class Planner:
         alone: list[bytes] = []  # entries that run alone, in dump order, as one psql script
         for entry in entries:
             locks = lock_plan(entry) if entry.sql else {}
-            if locks is None and _may_change_rows(entry.sql):
-                self.rows_changed_after = True
             if entry.kind == "COMMENT":  # nothing depends on a comment: all of them in one script at the end
                 if not self.comments:
                     self.comments.append(self.restrict + b"".join(line + b"\n" for line in self.current()))
@@ -464,8 +449,7 @@ def load_parallel(req: LoadRequest) -> dict[str, Any]:
     for lane in lanes:
         for table, count in lane.rows.items():
             rows[table] = rows.get(table, 0) + count
-    copied = None if planner.rows_changed_after else {t.decode("utf-8", "replace"): n for t, n in rows.items()}
-    return {"lanes": req.lanes, "copy_chunks": planner.chunks, "rows_loaded": sum(rows.values()), "copied_rows": copied,
+    return {"lanes": req.lanes, "copy_chunks": planner.chunks, "rows_loaded": sum(rows.values()),
             "phases_s": {phase: [round(t, 3) for t in span] for phase, span in scheduler.phases.items()},
             "load_s": round(time.monotonic() - started, 3)}
 

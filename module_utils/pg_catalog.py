@@ -63,20 +63,12 @@ def user_tables(cur, version_oid: int | None, *, partitions: bool = False) -> li
     return [(int(oid), schema, name) for oid, schema, name in cur.fetchall()]
 
 
-def count_rows(cur, tables: list[tuple[int, str, str]], copied: dict[str, int] | None = None) -> dict[str, int | None]:
-    """Exact ``count(*)`` per table (None where the role may not read the table).
-
-    ``copied``: the rows a restore's COPY statements loaded, by the table name as the dump wrote it, when nothing
-    after the data changed rows (the caller knows). An ordinary table without child tables holds exactly those,
-    so it is not scanned again; any other table is counted."""
+def count_rows(cur, tables: list[tuple[int, str, str]]) -> dict[str, int | None]:
+    """Exact ``count(*)`` per table (None where the role may not read the table)."""
     from psycopg2 import errors, sql
 
-    known = _copied_by_oid(cur, copied) if copied else {}
     counts: dict[str, int | None] = {}
     for oid, schema, name in tables:
-        if oid in known:
-            counts[qualified(schema, name)] = known[oid]
-            continue
         cur.execute("SELECT has_table_privilege(%s::oid, 'SELECT')", (oid,))
         if not cur.fetchone()[0]:
             counts[qualified(schema, name)] = None
@@ -93,15 +85,7 @@ def count_rows(cur, tables: list[tuple[int, str, str]], copied: dict[str, int] |
     return counts
 
 
-def _copied_by_oid(cur, copied: dict[str, int]) -> dict[int, int]:
-    """The COPY counts of ordinary tables without child tables, by oid (a name that is not one is left out)."""
-    cur.execute("SELECT c.oid, t.n FROM unnest(%s::text[], %s::bigint[]) AS t(name, n) "
-                "JOIN pg_class c ON c.oid = to_regclass(t.name) WHERE c.relkind = 'r' AND NOT c.relhassubclass",
-                (list(copied), list(copied.values())))
-    return {int(oid): int(n) for oid, n in cur.fetchall()}
-
-
-def table_facts(conn, version_table: str, *, counts: bool, copied: dict[str, int] | None = None) -> dict:
+def table_facts(conn, version_table: str, *, counts: bool) -> dict:
     """Revision(s), number of user tables and (optionally) their exact row counts, in one snapshot."""
     with conn.cursor() as cur:
         cur.execute("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -110,7 +94,7 @@ def table_facts(conn, version_table: str, *, counts: bool, copied: dict[str, int
             oid = version_table_oid(cur, version_table)
             tables = user_tables(cur, oid)
             return {"alembic_revision": read_revisions(cur, version_table, oid), "tables": len(tables),
-                    "row_counts": count_rows(cur, tables, copied) if counts else {}}
+                    "row_counts": count_rows(cur, tables) if counts else {}}
         finally:
             cur.execute("ROLLBACK")
 

@@ -342,13 +342,11 @@ def _set_marker(conn_info: ConnInfo, marker: str | None) -> str | None:
     return None
 
 
-def _after_facts(req: RestoreRequest, copied: dict[str, int] | None = None) -> dict[str, Any]:
-    """Revision, tables and row counts of the restored database (``copied``: what the load's COPY statements
-    loaded, trusted for the tables it names; see pg_catalog.count_rows)."""
+def _after_facts(req: RestoreRequest) -> dict[str, Any]:
     conn = req.conn.connect()
     try:
         with explained("Reading the restored database"):
-            return table_facts(conn, req.version_table, counts=req.count_rows, copied=copied)
+            return table_facts(conn, req.version_table, counts=req.count_rows)
     finally:
         conn.close()
 
@@ -471,7 +469,7 @@ def run_restore(req: RestoreRequest) -> dict[str, Any]:
         created, cleaned, how = _replace_database(req, backup, state, client)
         warning = _set_marker(req.conn, backup.marker)
     loaded = time.monotonic()
-    facts = _after_facts(req, how.pop("copied_rows", None))
+    facts = _after_facts(req)
     total = time.monotonic() - started
     timings.update(recreate_s=how.pop("recreate_s"), load_s=how.pop("load_s"),
                    facts_s=round(time.monotonic() - loaded, 3))
