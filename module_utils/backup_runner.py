@@ -192,51 +192,60 @@ def _unique_path(dest: Path, database: str, fmt: str, comp: Compression, label: 
 
 _FILL_PAUSE_S = 0.0005
 _SHORT_READ = 256 << 10
+_READER_JOIN_S = 10.0
 
 
-def _read_ahead(fd: int, depth: int = 32):
-    """Yield a pipe's data while a thread keeps reading ahead, so pg_dump never waits for our gzip.
+class _PipeReader:
+    """A pipe's data, read ahead on a thread so pg_dump never waits for our gzip.
 
     The pipe is widened to 1 MiB (Linux) so both sides move data in large pieces: pg_dump writes 4 KiB at a
     time, and a reader woken by each write would read a piece per write. After a short read the reader lets the
     pipe fill for half a millisecond (a widened pipe holds more than pg_dump writes meanwhile). The data is read
     into ``depth`` buffers used in turn (no allocation per read); each is yielded as a memoryview, valid until
-    the next one is asked for.
+    the next one is asked for. ``close()`` stops the thread; call it before the pipe is closed (after pg_dump is
+    gone, when stopping early), so the thread never reads a descriptor that may have been reused.
     """
-    widened = 0
-    with contextlib.suppress(OSError, AttributeError):
-        widened = fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _CHUNK)
-    pause = _FILL_PAUSE_S if widened >= _CHUNK else 0.0
-    free: queue.Queue = queue.Queue()
-    for _ in range(depth):
-        free.put(bytearray(_CHUNK))
-    filled: queue.Queue = queue.Queue()
 
-    def reader() -> None:
+    def __init__(self, fd: int, depth: int = 32) -> None:
+        widened = 0
+        with contextlib.suppress(OSError, AttributeError):
+            widened = fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _CHUNK)
+        self.fd, self.pause = fd, _FILL_PAUSE_S if widened >= _CHUNK else 0.0
+        self.free: queue.Queue = queue.Queue()
+        for _ in range(depth):
+            self.free.put(bytearray(_CHUNK))
+        self.filled: queue.Queue = queue.Queue()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
         try:
-            while True:
-                buf = free.get()
-                size = os.readv(fd, [buf])
-                filled.put((buf, size))
+            while (buf := self.free.get()) is not None and not self.stopped.is_set():
+                size = os.readv(self.fd, [buf])
+                self.filled.put((buf, size))
                 if not size:
                     return
-                if pause and size < _SHORT_READ:
-                    time.sleep(pause)
+                if self.pause and size < _SHORT_READ:
+                    time.sleep(self.pause)
         except OSError as exc:
-            filled.put(exc)
+            self.filled.put(exc)
 
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    while True:
-        item = filled.get()
-        if isinstance(item, OSError):
-            raise item
-        buf, size = item
-        if not size:
-            break
-        yield memoryview(buf)[:size]
-        free.put(buf)
-    thread.join()
+    def __iter__(self):
+        while True:
+            item = self.filled.get()
+            if isinstance(item, OSError):
+                raise item
+            buf, size = item
+            if not size:
+                return
+            yield memoryview(buf)[:size]
+            self.free.put(buf)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.free.put(None)
+        self.thread.join(_READER_JOIN_S)
 
 
 def _stream_dump(cmd: list[str], env: dict[str, str], target: Path, gzip_level: int | None,
@@ -248,8 +257,9 @@ def _stream_dump(cmd: list[str], env: dict[str, str], target: Path, gzip_level: 
     with tempfile.TemporaryFile() as errors, open(target, "xb") as raw:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env)
         writer = GzipHashingSink(raw, gzip_level) if gzip_level else HashingWriter(raw)
+        reader = _PipeReader(proc.stdout.fileno())
         try:
-            for chunk in _read_ahead(proc.stdout.fileno()):
+            for chunk in reader:
                 writer.write(chunk)
                 if len(head) < 4096:
                     head += chunk[:4096 - len(head)]
@@ -262,6 +272,7 @@ def _stream_dump(cmd: list[str], env: dict[str, str], target: Path, gzip_level: 
             proc.wait()
             raise
         finally:
+            reader.close()  # pg_dump has ended or was killed: the reader is at the pipe's end or waiting for a buffer
             proc.stdout.close()
         raw.flush()
         os.fsync(raw.fileno())
