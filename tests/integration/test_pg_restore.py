@@ -360,7 +360,8 @@ INSERT INTO "Odd ""Name""" SELECT i, i FROM generate_series(1, 4) i;
 INSERT INTO covered SELECT i, i FROM generate_series(1, 2) i;
 CREATE TABLE audit (n int);
 INSERT INTO audit VALUES (0);
-CREATE FUNCTION note_refresh() RETURNS int LANGUAGE sql VOLATILE AS $$ INSERT INTO public.audit VALUES (1) RETURNING 1 $$;
+CREATE FUNCTION note_refresh() RETURNS int LANGUAGE sql VOLATILE
+  AS $$ INSERT INTO public.audit VALUES (1) RETURNING 1 $$;
 CREATE MATERIALIZED VIEW refreshed AS SELECT note_refresh() AS x;
 '''
 
