@@ -29,7 +29,7 @@ demo: db
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/ansible-playbook playbooks/migrate.yml -i inventories/local
 
 test: db $(TEST_STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 
 # The module and chain tests again, against the server in PG_TEST_DSN (CI: the machine's PostgreSQL 15).
 # Playbooks and molecule scenarios run once, in `make test`, on the embedded server.
