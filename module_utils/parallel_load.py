@@ -170,8 +170,7 @@ class Planner:
 
     no_owner: bool
     settings: dict[bytes, bytes] = field(default_factory=dict)
-    table_bytes: dict[bytes, int] = field(default_factory=dict)
-    table_rows: dict[bytes, float] = field(default_factory=dict)  # estimated from each chunk's first lines
+    table_rows: dict[bytes, float] = field(default_factory=dict)  # tables that got rows: estimated from each chunk
     restrict: bytes = b""  # the dump's own "\restrict KEY" line (patched pg_dump), for every psql script
     chunks: int = 0
     comments: list[bytes] = field(default_factory=list)  # the COMMENT entries after the data, run last
@@ -182,7 +181,6 @@ class Planner:
         return self._flush(self.comments)
 
     def copy_job(self, chunk: CopyChunk) -> Job:
-        self.table_bytes[chunk.table] = self.table_bytes.get(chunk.table, 0) + chunk.size
         self.table_rows[chunk.table] = self.table_rows.get(chunk.table, 0) + _estimated_rows(chunk)
         self.chunks += 1
         return Job("copy", chunk.pieces, f"rows of {chunk.table.decode('utf-8', 'replace')}",
@@ -228,7 +226,7 @@ class Planner:
     def _key_split(self, entry) -> tuple[bytes, bytes, bytes] | None:
         """A key of a table that got rows in this load, split into its index and its constraint (key_as_index)."""
         split = key_as_index(entry, self.partitioned)
-        return split if split is not None and split[0] in self.table_bytes else None
+        return split if split is not None and split[0] in self.table_rows else None
 
     def _flush(self, alone: list[bytes]) -> list[Job]:
         text = b"".join(alone)
