@@ -30,7 +30,11 @@ options:
     required: true
   format:
     description:
-      - C(plain) (SQL text streamed from C(pg_dump), gzip-compressed by this module with ISA-L and
+      - C(binary) (a directory: the schema and the rest by C(pg_dump), the rows of every table of at least
+        O(binary_min_bytes) in PostgreSQL's binary COPY format, in pieces, all in one snapshot; every file
+        gzip-compressed by this module with ISA-L and hashed while it is written; the server loads binary rows
+        much faster than text, see BENCHMARKS.md; restorable by hand with psql and gzip, docs/operations.md),
+        C(plain) (SQL text streamed from C(pg_dump), gzip-compressed by this module with ISA-L and
         hashed while it is written; restorable with the runbook's C(gunzip -c | psql) too),
         C(directory) (one file per table, parallel dump and parallel restore; gzip by this module in
         parallel after the dump), C(custom) (one file compressed by C(pg_dump); parallel restore) or
@@ -39,7 +43,7 @@ options:
         runbook's C(pg_dump | gzip) (see BENCHMARKS.md). Choose C(directory) for large databases with
         many tables, where a parallel restore (C(jobs)) shortens an incident.
     type: str
-    choices: [custom, directory, plain, tar]
+    choices: [binary, custom, directory, plain, tar]
     default: plain
   compression:
     description:
@@ -49,9 +53,17 @@ options:
         module probes the client and fails clearly before dumping. O(format=plain) takes gzip or none.
     type: str
   jobs:
-    description: Parallel C(pg_dump) jobs; used by O(format=directory) only.
+    description: Parallel C(pg_dump) jobs (O(format=directory)), or tools dumping at once (O(format=binary)).
     type: int
     default: 2
+  binary_min_bytes:
+    description:
+      - O(format=binary) only. Tables whose heap is at least this many bytes have their rows dumped in binary,
+        in pieces of about 64 MiB of pages; smaller tables stay text in the SQL. A table with a column whose
+        binary form names an OID (a composite or an extension's type, an array of an enum, C(reg*)) stays text
+        whatever its size.
+    type: int
+    default: 8388608
   verify:
     description:
       - Verify the backup before giving it its final name. Archive formats must list with
@@ -137,7 +149,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 path:
-  description: The backup (file, or directory for the directory format).
+  description: The backup (file, or directory for the directory and binary formats).
   returned: always
   type: str
   sample: /var/backups/release_manager/release_manager-20240501T120000Z-pre_release.dump
@@ -224,7 +236,8 @@ from ansible.module_utils.module_shell import CONNECTION_SPEC, VERSION_TABLE_SPE
 ARGUMENT_SPEC = argument_spec(
     CONNECTION_SPEC, VERSION_TABLE_SPEC,
     dest={"type": "path", "required": True},
-    format={"type": "str", "choices": ["custom", "directory", "plain", "tar"], "default": "plain"},
+    format={"type": "str", "choices": ["binary", "custom", "directory", "plain", "tar"], "default": "plain"},
+    binary_min_bytes={"type": "int", "default": 8 << 20},
     compression={"type": "str"},
     jobs={"type": "int", "default": 2},
     verify={"type": "bool", "default": True},
@@ -247,6 +260,7 @@ def main() -> None:
             verify=p["verify"], verify_read=p["verify_read"], keep=p["keep"], label=p["label"],
             pg_bin_dir=p["pg_bin_dir"], version_table=p["version_table"], max_age=p["max_age"],
             protect=[str(x) for x in p["protect"] if x], check=module.check_mode,
+            binary_min_bytes=p["binary_min_bytes"],
         ))
 
     run_request(module, work, what="Backup", urls=(p["url"],),

@@ -211,10 +211,18 @@ def _newest_mtime(path: Path) -> float:
 _DUMP_MAGIC = (b"PGDMP", b"\x1f\x8b", b"--\n-- PostgreSQL database dump", b"toc.dat")
 
 
+_BINARY_FILES = ("schema.sql.gz", "data.sql.gz", "rows.json", "rows.psql")
+
+
 def looks_like_dump(path: Path) -> bool:
-    """Whether a .partial is pg_dump output (custom, gzip, plain SQL, tar, or a directory with toc.dat)."""
+    """Whether a .partial is pg_dump output (custom, gzip, plain SQL, tar, a directory with toc.dat, or a binary
+    backup's directory holding only its own files)."""
     try:
         if path.is_dir() and not path.is_symlink():
+            if path.name.removesuffix(PARTIAL_SUFFIX).endswith(".bin"):  # the binary format's directory
+                return all(p.is_file() and p.name in _BINARY_FILES or p.is_dir() and p.name == "rows" and all(
+                    f.is_file() and re.fullmatch(r"\d+\.copy\.gz", f.name) for f in p.iterdir())
+                    for p in path.iterdir())
             return (path / "toc.dat").is_file() and all(
                 p.is_file() and re.fullmatch(r"(toc|\d+|blobs_\d+|blob_\d+)\.(dat|toc)(\.gz|\.lz4|\.zst)?", p.name)
                 for p in path.iterdir())

@@ -1,7 +1,7 @@
 """A backup's name, its manifest and its checksums: what one backup is, and whether its bytes are intact.
 
 A backup is ``<database>-<UTC %Y%m%dT%H%M%SZ>[-label].<ext>`` (a file, or a directory for the directory
-format) with ``<backup>.manifest.json`` beside it. While being written it is ``<backup>.partial``; only
+and binary formats) with ``<backup>.manifest.json`` beside it. While being written it is ``<backup>.partial``; only
 a finished, verified backup gets its final name and then its manifest, so a backup without a manifest
 never counts as verified. Which backups of a directory count (latest, retention) is backup_catalog.py.
 Everything here is plain file work, testable on a temporary directory.
@@ -27,14 +27,14 @@ FORMAT_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_SUFFIX = ".partial"
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-FORMATS = ("custom", "directory", "plain", "tar")
-EXTENSIONS = ("sql.gz", "dump", "dir", "sql", "tar")
+FORMATS = ("binary", "custom", "directory", "plain", "tar")
+EXTENSIONS = ("sql.gz", "dump", "dir", "bin", "sql", "tar")
 STALE_PARTIAL_S = 3600
 _CHUNK = 1 << 20
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]*$")
 _NAME_RE = re.compile(
     r"^(?P<database>.+)-(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<label>[A-Za-z0-9][A-Za-z0-9._]*))?"
-    r"\.(?P<ext>sql\.gz|dump|dir|sql|tar)$"
+    r"\.(?P<ext>sql\.gz|dump|dir|bin|sql|tar)$"
 )
 
 
@@ -58,7 +58,9 @@ def parse_iso(text: str | None) -> datetime | None:
 
 
 def extension(fmt: str, compressed: bool) -> str:
-    """File extension for a format: dump, dir, tar, sql.gz (plain + gzip) or sql."""
+    """File extension for a format: dump, dir, bin, tar, sql.gz (plain + gzip) or sql."""
+    if fmt == "binary":
+        return "bin"
     if fmt == "custom":
         return "dump"
     if fmt == "directory":
@@ -110,6 +112,8 @@ def format_of(path: str | Path) -> str | None:
         return "custom"
     if name.endswith(".tar"):
         return "tar"
+    if name.endswith(".bin"):
+        return "binary"
     if name.endswith(".dir") or (path.is_dir() and (path / "toc.dat").is_file()):
         return "directory"
     return None

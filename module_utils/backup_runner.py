@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import queue
 import re
@@ -47,6 +48,22 @@ from ansible.module_utils.backup_manifest import (
     validate_label,
     verify_checksum,
     write_manifest,
+)
+from ansible.module_utils.binary_rows import (
+    DATA_FILE,
+    MIN_TABLE_BYTES,
+    PIECE_BYTES,
+    ROWS_DIR,
+    ROWS_INDEX,
+    ROWS_SCRIPT,
+    SCHEMA_FILE,
+    SIGNATURE,
+    TRAILER,
+    choose_tables,
+    exclude_pattern,
+    rows_index,
+    rows_script,
+    verify_binary,
 )
 from ansible.module_utils.client_process import offline_env, run_tool, terminate_as_exception, tool_failure
 from ansible.module_utils.db_errors import explained
@@ -85,6 +102,8 @@ class BackupRequest(ParsedOnce):
     check: bool = False
     verify_read: bool = False  # also read every byte back through pg_restore (slower, stronger)
     protect: list[str] = field(default_factory=list)  # never removed by retention
+    binary_min_bytes: int = MIN_TABLE_BYTES  # binary format: smaller tables' rows stay text
+    binary_piece_bytes: int = PIECE_BYTES  # binary format: a big table's pages per file
     conn: ConnInfo | None = field(default=None, repr=False)  # the module's url, parsed once at its entry
 
 
@@ -98,6 +117,7 @@ class Dumped:
     head: bytes = b""  # the start of what pg_dump wrote (plain) or of the archive's listing
     verify_method: str = "none"
     files: dict[str, str] | None = None
+    tails: dict[str, bytes] = field(default_factory=dict)  # binary format: the end of what each tool wrote
     manifest_extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,6 +131,9 @@ def _validate(req: BackupRequest) -> tuple[Compression, str | None, Path]:
         raise OperatorError(f"jobs must be at least 1 (got {req.jobs}).", "Use jobs: 2, or more for big databases.")
     if req.keep < 0 or req.max_age < 0:
         raise OperatorError("keep and max_age cannot be negative.", "Use 0 to turn them off.")
+    if req.binary_min_bytes < 0 or req.binary_piece_bytes < 8192:
+        raise OperatorError(f"binary_min_bytes cannot be negative (got {req.binary_min_bytes}).",
+                            "Use 0 for every table, or the default 8388608 (8 MiB).")
     label = validate_label(req.label)
     comp = parse_compression(req.compression if req.compression not in (None, "") else
                              ("none" if req.format == "tar" else "gzip:1"))
@@ -249,13 +272,17 @@ class _PipeReader:
 
 
 def _stream_dump(cmd: list[str], env: dict[str, str], target: Path, gzip_level: int | None,
-                 secrets: list[str]) -> tuple[str, int, bytes]:
-    """Run pg_dump writing to stdout; hash and write (optionally gzip) its output to ``target``.
+                 secrets: list[str], started=None) -> tuple[str, int, bytes, bytes]:
+    """Run pg_dump (or psql) writing to stdout; hash and write (optionally gzip) its output to ``target``.
+    ``started`` is called with the process once it runs (so another thread can kill it).
 
-    Returns (sha256 and size of what was written, the first and the last 4 KiB pg_dump produced)."""
+    Returns (sha256 and size of what was written, the first and the last 4 KiB the tool produced)."""
     head = tail = b""
+    tool = Path(cmd[0]).name
     with tempfile.TemporaryFile() as errors, open(target, "xb") as raw:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, env=env)
+        if started is not None:
+            started(proc)
         writer = GzipHashingSink(raw, gzip_level) if gzip_level else HashingWriter(raw)
         reader = _PipeReader(proc.stdout.fileno())
         try:
@@ -279,7 +306,7 @@ def _stream_dump(cmd: list[str], env: dict[str, str], target: Path, gzip_level: 
         errors.seek(0)
         stderr = errors.read().decode("utf-8", "replace")
     if rc != 0:
-        raise tool_failure("pg_dump", rc, stderr, secrets, _NOTHING_KEPT)
+        raise tool_failure(tool, rc, stderr, secrets, _NOTHING_KEPT.replace("pg_dump", tool))
     return writer.hexdigest, writer.size, head, tail
 
 
@@ -324,8 +351,149 @@ def _dump_stream(req: BackupRequest, client: ClientTools, comp: Compression, par
     return dumped
 
 
+def _restrict_key_supported(client: ClientTools) -> bool:
+    """Whether this pg_dump takes --restrict-key (the releases that write psql's \\restrict line do)."""
+    out = subprocess.run([client.path("pg_dump"), "--help"], capture_output=True, text=True, env=offline_env(),
+                         check=False)
+    return "--restrict-key" in out.stdout
+
+
+class _Processes:
+    """The tools a binary backup runs at once, so one failure (or SIGTERM) stops them all."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.procs: list[subprocess.Popen] = []
+        self.stopped = False
+
+    def started(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.procs.append(proc)
+            if self.stopped:
+                proc.kill()
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.kill()
+
+
+def _dump_binary(req: BackupRequest, client: ClientTools, comp: Compression, partial: Path) -> Dumped:
+    """The binary format (module_utils/binary_rows.py): pg_dump for the schema and the rest, the big tables'
+    rows by binary COPY, all in one exported snapshot, on ``jobs`` tools at once; every file gzipped and hashed
+    as it is written."""
+    import psycopg2
+
+    level = comp.level or 1
+    env, secrets = req.conn.libpq_env(), req.conn.secrets
+    partial.mkdir()
+    (partial / ROWS_DIR).mkdir()
+    started = time.monotonic()
+    exporter = req.conn.connect(autocommit=False)
+    try:
+        with explained("Choosing the tables dumped in binary"):
+            exporter.set_session(isolation_level="REPEATABLE READ", readonly=True)
+            with exporter.cursor() as cur:
+                cur.execute("SELECT pg_export_snapshot(), pg_encoding_to_char(encoding) FROM pg_database "
+                            "WHERE datname = current_database()")
+                snapshot, encoding = cur.fetchone()
+                tables = choose_tables(cur, req.binary_min_bytes, req.binary_piece_bytes,
+                                       split=exporter.server_version >= 140000)
+                if tables:  # held until every file is written: no DDL changes a table half way
+                    cur.execute(f"LOCK TABLE {', '.join(t.name for t in tables)} IN ACCESS SHARE MODE")
+        restrict = ["--restrict-key", _restrict_key()] if _restrict_key_supported(client) else []
+        pg_dump = [client.path("pg_dump"), "--no-password", "-Fp", f"--snapshot={snapshot}", *restrict]
+        excluded = [f"--exclude-table-data={exclude_pattern(t.name)}" for t in tables]
+        tasks = [(DATA_FILE, [*pg_dump, "--section=data", "--section=post-data", *excluded]),
+                 (SCHEMA_FILE, [*pg_dump, "--section=pre-data"])]
+        # As pg_dump sets its session: no timeouts, every row (row_security off fails rather than skip rows).
+        settings = ("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; "
+                    f"SET row_security = off; SET client_encoding = '{encoding}'")
+        psql = [client.path("psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", settings,
+                "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+                "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'"]
+        number = 0
+        for table in tables:
+            for piece in table.pieces:
+                number += 1
+                table.files.append(f"{ROWS_DIR}/{number:04d}.copy.gz")
+                tasks.append((table.files[-1], [*psql, "-c", table.select(piece)]))
+        files, heads = _run_dumps(tasks, env, partial, level, secrets, req.jobs)
+        exporter.rollback()
+    except psycopg2.Error as exc:
+        raise OperatorError(f"The binary backup could not start: {str(exc).strip()}",
+                            "Check the connection and the role's rights (pg_dump's too).") from None
+    finally:
+        exporter.close()
+    duration = time.monotonic() - started
+    for name, text in ((ROWS_INDEX, json.dumps(rows_index(tables, encoding), indent=1) + "\n"),
+                       (ROWS_SCRIPT, rows_script(tables, encoding))):
+        (partial / name).write_text(text, encoding="utf-8")
+        files[name] = sha256_file(partial / name)
+    bad = [name for name, (head, tail) in heads.items() if name.startswith(ROWS_DIR)
+           and not (head.startswith(SIGNATURE) and tail.endswith(TRAILER))]
+    if bad:
+        raise OperatorError(f"Verification failed: {bad[0]} is not a whole binary COPY stream (psql stopped early).",
+                            "Take another backup; check the server log.")
+    dumped = Dumped(directory_digest(files), backup_size(partial), duration, head=heads[SCHEMA_FILE][0], files=files,
+                    manifest_extra={"compressed_by": describe(level), "binary_tables": [t.name for t in tables]})
+    dumped.tails = {name: tail for name, (_head, tail) in heads.items()}
+    return dumped
+
+
+def _restrict_key() -> str:
+    """A random key for psql's \\restrict line (letters and digits, as pg_dump makes them)."""
+    import secrets
+
+    return secrets.token_hex(24)
+
+
+def _run_dumps(tasks: list[tuple[str, list[str]]], env: dict[str, str], root: Path, level: int,
+               secrets: list[str], workers: int) -> tuple[dict[str, str], dict[str, tuple[bytes, bytes]]]:
+    """Run every (file, command) writing its gzipped output to root/file, ``workers`` at a time; the first
+    failure (or SIGTERM) stops the others. Returns ({file: sha256}, {file: (head, tail)})."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    procs = _Processes()
+    files: dict[str, str] = {}
+    heads: dict[str, tuple[bytes, bytes]] = {}
+
+    def one(name: str, cmd: list[str]) -> None:
+        if procs.stopped:
+            return
+        sha256, _size, head, tail = _stream_dump(cmd, env, root / name, level, secrets, started=procs.started)
+        files[name], heads[name] = sha256, (head, tail)
+
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        futures = [pool.submit(one, name, cmd) for name, cmd in tasks]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in done:
+            future.result()  # the first failure, raised here
+    except BaseException:
+        procs.stop()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return files, heads
+
+
 def _verify(req: BackupRequest, client: ClientTools, comp: Compression, partial: Path, dumped: Dumped) -> None:
     if not req.verify:
+        return
+    if req.format == "binary":
+        # Each pg_dump's output ends with its completion marker, each rows file is a whole binary COPY stream.
+        unfinished = [name for name in (SCHEMA_FILE, DATA_FILE) if DUMP_COMPLETE_MARKER not in dumped.tails[name]]
+        if unfinished:
+            raise OperatorError(f"Verification failed: pg_dump's output for {unfinished[0]} does not end with its "
+                                "completion marker (the dump stopped early).",
+                                "Take another backup; check pg_dump's output and the server log.")
+        dumped.verify_method = "completion markers and whole binary COPY streams, on the streams"
+        if req.verify_read:
+            verify_binary(partial)
+            dumped.verify_method += " + full decode of every file"
         return
     if req.format == "plain":
         # Checked on the stream as it was written; re-reading the file is the optional deep check.
@@ -378,7 +546,7 @@ def _dump_and_verify(req: BackupRequest, client: ClientTools, comp: Compression,
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
     try:
         with terminate_as_exception():
-            dump = _dump_directory if req.format == "directory" else _dump_stream
+            dump = {"directory": _dump_directory, "binary": _dump_binary}.get(req.format, _dump_stream)
             dumped = dump(req, client, comp, partial)
             _verify(req, client, comp, partial, dumped)
             check_dumped_from(dumped, facts, path.name)
@@ -405,7 +573,7 @@ def _planned_manifest(req: BackupRequest, facts: dict[str, Any], client: ClientT
         "label": label,
         "format": req.format,
         "compression": comp.spec,
-        "jobs": req.jobs if req.format == "directory" else 1,
+        "jobs": req.jobs if req.format in ("directory", "binary") else 1,
         "database_size_bytes": facts["database_size_bytes"],
         "table_count": facts["table_count"],
         "system_identifier": facts["system_identifier"],

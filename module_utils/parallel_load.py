@@ -25,12 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible.module_utils.binary_rows import DATA_FILE, SCHEMA_FILE, BinaryRows
 from ansible.module_utils.client_process import offline_env, tool_failure
 from ansible.module_utils.db_errors import translate
 from ansible.module_utils.fast_gzip import open_read
+from ansible.module_utils.operator_error import OperatorError
 from ansible.module_utils.pg_connection import ConnInfo
 from ansible.module_utils.plain_dump import (
+    MAX_SCHEMA_TEXT,
     CopyChunk,
+    NotSplittable,
     Script,
     dump_entries,
     filtered_chunks,
@@ -64,6 +68,7 @@ class Job:
     settings: tuple[bytes, ...] = ()  # the dump's session settings at this point
     single_transaction: bool = False
     after_builds: bool = False  # a constraint taking an index built before it: after its table's builds
+    source: Path | None = None  # rows in binary COPY format: the gzip file they are read from
 
     @property
     def size(self) -> int:
@@ -186,6 +191,20 @@ class Planner:
         return Job("copy", chunk.pieces, f"rows of {chunk.table.decode('utf-8', 'replace')}",
                    locks={chunk.table: "copy"}, statement=chunk.statement, settings=self.current())
 
+    def binary_jobs(self, rows: BinaryRows) -> list[Job]:
+        """Every file of a binary backup's rows (binary_rows.py), with the client encoding they were written in."""
+        settings = tuple({**self.settings, b"client_encoding": b"SET client_encoding = '%s';" % rows.encoding.encode()
+                          }.values())
+        jobs = []
+        for table in rows.tables:
+            name = table.name.encode()
+            self.table_rows[name] = self.table_rows.get(name, 0) + table.estimated_rows + 1
+            for file in table.files:
+                self.chunks += 1
+                jobs.append(Job("copy", (), f"rows of {table.name} ({file})", locks={name: "copy"},
+                                statement=table.copy_in.encode(), settings=settings, source=rows.root / file))
+        return jobs
+
     def current(self) -> tuple[bytes, ...]:
         return tuple(self.settings.values())
 
@@ -303,7 +322,12 @@ class Lane:
 
         cur = self._cursor(job.settings)
         try:
-            if job.kind == "copy":
+            if job.source is not None:
+                with open_read(job.source) as rows:
+                    cur.copy_expert(job.statement, rows, size=_COPY_READ)
+                table = next(iter(job.locks))
+                self.rows[table] = self.rows.get(table, 0) + max(cur.rowcount, 0)
+            elif job.kind == "copy":
                 cur.copy_expert(job.statement, _Pieces(job.payload), size=_COPY_READ)
                 table = next(iter(job.locks))
                 self.rows[table] = self.rows.get(table, 0) + max(cur.rowcount, 0)
@@ -314,6 +338,9 @@ class Lane:
             if str(err.details.get("sqlstate") or "")[:2] in ("22", "23"):
                 err.hint = _BAD_DATA
             raise err from None
+        except (OSError, EOFError, ValueError) as exc:  # a rows file that does not decode (zlib/ISA-L errors)
+            raise OperatorError(f"Loading {job.label} stopped: the file does not decode ({exc}). {_RERUN}",
+                                "Restore another backup; this one was damaged after its checksum was taken.") from None
         finally:
             cur.close()
 
@@ -387,6 +414,7 @@ class LoadRequest:
     chunk_bytes: int = 0  # 0: CHUNK_BYTES
     # An archive (custom, directory, tar): the command that writes it as SQL (pg_restore -f -), else None.
     decoder: list[str] | None = None
+    rows: BinaryRows | None = None  # a binary backup (path is its directory): its rows files
 
 
 @contextlib.contextmanager
@@ -423,16 +451,8 @@ def load_parallel(req: LoadRequest) -> dict[str, Any]:
     lanes = [Lane(req.conn_info, req.psql, req.env, req.session_sql, req.secrets) for _ in range(req.lanes)]
     threads: list[threading.Thread] = []
     try:
-        with dump_text(req) as source:
-            chunk = req.chunk_bytes or CHUNK_BYTES
-            pieces = split_plain(source, chunk_size=chunk, read_size=min(READ_BYTES, chunk))
-            first = next(pieces)  # NotSplittable here: nothing has run yet
-            for job in planner.script_jobs(first):
-                scheduler.add(job)
-            threads = [threading.Thread(target=_lane_main, args=(lane, scheduler), daemon=True) for lane in lanes]
-            for thread in threads:
-                thread.start()
-            _plan_rest(pieces, planner, scheduler)
+        plan = _plan_plain if req.rows is None else _plan_binary
+        plan(req, planner, scheduler, lanes, threads)
         scheduler.close()
         _wait(threads)
     except BaseException as exc:
@@ -450,6 +470,56 @@ def load_parallel(req: LoadRequest) -> dict[str, Any]:
     return {"lanes": req.lanes, "copy_chunks": planner.chunks, "rows_loaded": sum(rows.values()),
             "phases_s": {phase: [round(t, 3) for t in span] for phase, span in scheduler.phases.items()},
             "load_s": round(time.monotonic() - started, 3)}
+
+
+def _start(lanes: list[Lane], scheduler: Scheduler, threads: list[threading.Thread]) -> None:
+    """Start the sessions (added to ``threads``, which the caller stops if anything fails)."""
+    for lane in lanes:
+        threads.append(threading.Thread(target=_lane_main, args=(lane, scheduler), daemon=True))
+        threads[-1].start()
+
+
+def _plan_binary(req: LoadRequest, planner: Planner, scheduler: Scheduler, lanes: list[Lane],
+                 threads: list[threading.Thread]) -> None:
+    """A binary backup: its schema in one transaction, then its rows files and the text rest side by side."""
+    with open_read(req.path / SCHEMA_FILE) as source:
+        schema = source.read(MAX_SCHEMA_TEXT + 1)
+    if len(schema) > MAX_SCHEMA_TEXT:
+        raise NotSplittable(f"more than {MAX_SCHEMA_TEXT >> 20} MiB of schema")
+    for job in planner.script_jobs(Script(schema, pre_data=True)):
+        scheduler.add(job)
+    _start(lanes, scheduler, threads)
+    for job in planner.binary_jobs(req.rows):
+        scheduler.add(job)
+    chunk = req.chunk_bytes or CHUNK_BYTES
+    with open_read(req.path / DATA_FILE) as source:
+        pieces = split_plain(source, chunk_size=chunk, read_size=min(READ_BYTES, chunk), schema_first=False)
+        _plan_rest(_unrestricted(pieces), planner, scheduler)
+
+
+def _unrestricted(pieces):
+    """The rest of a binary backup without its own ``\\restrict`` line: every script already starts with the
+    schema's (pg_backup gives both pg_dump runs the same key)."""
+    first = True
+    for piece in pieces:
+        if first and isinstance(piece, Script):
+            head, _, tail = piece.text.partition(b"\n\\restrict ")
+            piece = Script(head + b"\n" + tail.partition(b"\n")[2] if tail else piece.text, pre_data=False)
+        first = False
+        yield piece
+
+
+def _plan_plain(req: LoadRequest, planner: Planner, scheduler: Scheduler, lanes: list[Lane],
+                threads: list[threading.Thread]) -> None:
+    """A plain dump (or an archive's SQL): its schema in one transaction, then its rows and the rest."""
+    with dump_text(req) as source:
+        chunk = req.chunk_bytes or CHUNK_BYTES
+        pieces = split_plain(source, chunk_size=chunk, read_size=min(READ_BYTES, chunk))
+        first = next(pieces)  # NotSplittable here: nothing has run yet
+        for job in planner.script_jobs(first):
+            scheduler.add(job)
+        _start(lanes, scheduler, threads)
+        _plan_rest(pieces, planner, scheduler)
 
 
 def _plan_rest(pieces, planner: Planner, scheduler: Scheduler) -> None:

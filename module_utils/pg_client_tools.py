@@ -270,7 +270,12 @@ def check_compression(comp: Compression, fmt: str, client: ClientTools) -> None:
             f"The plain format is compressed by gzip only (asked for {comp.spec}).",
             "Use compression gzip:N or none with format: plain, or use format custom/directory for lz4/zstd.",
         )
-    if fmt == "plain" or comp.method in ("none", "gzip"):
+    if fmt == "binary" and comp.method != "gzip":
+        raise OperatorError(
+            f"The binary format is compressed by gzip only (asked for {comp.spec}).",
+            "Use compression gzip:N with format: binary, or use format custom/directory for none, lz4 or zstd.",
+        )
+    if fmt in ("plain", "binary") or comp.method in ("none", "gzip"):
         return
     pg_dump_compression_args(comp, client.major, fmt)  # raises for clients before 16
     if not compression_supported(client, comp.method):

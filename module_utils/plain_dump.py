@@ -257,13 +257,14 @@ class _Blocks:
         self.back = data + self.back
 
 
-def split_plain(source, chunk_size: int = 32 << 20, read_size: int = 4 << 20):
+def split_plain(source, chunk_size: int = 32 << 20, read_size: int = 4 << 20, schema_first: bool = True):
     """Cut a plain dump read from ``source`` into a :class:`Script` of the schema before the first table's
     data (``pre_data``), then, in dump order, :class:`CopyChunk` pieces of about ``chunk_size`` and the
     :class:`Script` text between and after them. Raises :class:`NotSplittable` before yielding anything when
-    the dump has no COPY data where pg_dump puts it."""
+    the dump has no COPY data where pg_dump puts it. ``schema_first`` False: a dump of the sections after the
+    schema (no pre-data script; no data is fine)."""
     blocks = _Blocks(source, read_size)
-    pre_data = True
+    pre_data = schema_first
     while True:
         text, copy = _text_until_copy(blocks, limit=MAX_SCHEMA_TEXT if pre_data else None)
         if copy is None and pre_data:

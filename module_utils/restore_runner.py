@@ -28,6 +28,7 @@ from ansible.module_utils.backup_manifest import (
     read_manifest,
     verify_checksum,
 )
+from ansible.module_utils.binary_rows import DATA_FILE, SCHEMA_FILE, read_rows, rows_script
 from ansible.module_utils.client_process import run_tool, terminate_as_exception, tool_failure
 from ansible.module_utils.db_errors import explained
 from ansible.module_utils.fast_gzip import open_read
@@ -119,8 +120,8 @@ def resolve_src(src: str, source_database: str, prefer_server: Server | None = N
         raise OperatorError(f"Backup {path} does not exist.", "Check src: a backup file or the backup directory.")
     if path.is_file():
         return path, "the backup asked for"
-    if (path / "toc.dat").is_file() or manifest_path_for(path).is_file():
-        return path, "the backup asked for"  # a directory-format backup
+    if (path / "toc.dat").is_file() or manifest_path_for(path).is_file() or format_of(path) == "binary":
+        return path, "the backup asked for"  # a directory-format or binary backup
     entries = scan_backups(path)
     if max_backup_age is not None:
         chosen, why = backup_for_revision(entries, source_database, at_revision, max_backup_age)
@@ -250,9 +251,9 @@ def _refusals(req: RestoreRequest, backup: Backup, state: dict[str, Any]) -> Non
             "If restoring that server's data here is meant (recovery onto a new server), set allow_other_server: "
             "true (restore.yml: -e restore_allow_other_server=true); otherwise pick a backup of this server.",
         )
-    if non_empty and not req.clean and backup.fmt == "plain":
+    if non_empty and not req.clean and backup.fmt in ("plain", "binary"):
         raise OperatorError(
-            f"A plain SQL backup cannot be loaded over the existing tables of '{database}'.",
+            f"A {backup.fmt} backup cannot be loaded over the existing tables of '{database}'.",
             "Set clean: true (with confirm: true) to drop and recreate the database first.",
         )
     if not exists and not req.create:
@@ -388,6 +389,45 @@ def _load_plain(path: Path, psql: str, env: dict[str, str], no_owner: bool, secr
                            "with clean: true.")
 
 
+def _load_binary(root: Path, psql: str, env: dict[str, str], no_owner: bool, secrets: list[str]) -> None:
+    """A binary backup in one psql transaction, as by hand (binary_rows.py): its schema, its rows files through
+    psql's \\copy (gzip decodes them), then the rest; COMMIT as the very last bytes."""
+    rows = read_rows(root)
+    cmd = [psql, "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env,
+                                cwd=root)
+        broken = False
+        try:
+            proc.stdin.write(b"BEGIN;\n")
+            with open_read(root / SCHEMA_FILE) as source:
+                for piece in filtered_chunks(source, no_owner):
+                    proc.stdin.write(piece)
+            proc.stdin.write(b"\n" + rows_script(rows.tables, rows.encoding).encode())
+            with open_read(root / DATA_FILE) as source:
+                for piece in filtered_chunks(source, no_owner):
+                    proc.stdin.write(piece)
+            proc.stdin.write(b"\nCOMMIT;\n")
+        except BrokenPipeError:
+            broken = True  # psql stopped at an error; its stderr says which
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                broken = True
+        rc = proc.wait()
+        errors.seek(0)
+        stderr = errors.read().decode("utf-8", "replace")
+    if rc != 0 or broken:
+        raise tool_failure("psql", rc or 1, stderr, secrets,
+                           "The load stopped at the first error and was rolled back; fix the cause and rerun "
+                           "with clean: true.")
+
+
 def _load(req: RestoreRequest, backup: Backup, client: ClientTools, in_place: bool, owned: bool) -> dict[str, Any]:
     """Load the backup; returns how (``method``, sessions) and the seconds it took (``load_s``)."""
     env = req.conn.libpq_env()
@@ -396,7 +436,10 @@ def _load(req: RestoreRequest, backup: Backup, client: ClientTools, in_place: bo
     started = time.monotonic()
     with terminate_as_exception():
         how = _load_parallel(req, backup, client, env) if owned and req.jobs > 1 else None
-        if how is None and backup.fmt == "plain":
+        if how is None and backup.fmt == "binary":
+            _load_binary(backup.path, client.path("psql"), env, req.no_owner, req.conn.secrets)
+            how = {"method": "psql, one transaction", "sessions": 1}
+        elif how is None and backup.fmt == "plain":
             _load_plain(backup.path, client.path("psql"), env, req.no_owner, req.conn.secrets)
             how = {"method": "psql, one transaction", "sessions": 1}
         elif how is None:
@@ -419,8 +462,10 @@ def _load_parallel(req: RestoreRequest, backup: Backup, client: ClientTools, env
     """Any format on ``jobs`` sessions at once (module_utils/parallel_load.py), when this restore made the
     database (a failed load is then dropped as a whole). An archive is read as SQL through ``pg_restore -f -``.
     None when the dump is not cut as pg_dump cuts it (nothing was run): the caller loads it the usual way."""
-    decoder = None
-    if backup.fmt != "plain":
+    decoder, rows = None, None
+    if backup.fmt == "binary":
+        rows = read_rows(backup.path)
+    elif backup.fmt != "plain":
         decoder = [client.path("pg_restore"), ARCHIVE_FLAGS[backup.fmt], "-f", "-"]
         decoder += ["--no-owner", "--no-privileges"] if req.no_owner else []
         decoder.append(str(backup.path))
@@ -428,7 +473,7 @@ def _load_parallel(req: RestoreRequest, backup: Backup, client: ClientTools, env
     # An archive's SQL comes from pg_restore --no-owner --no-privileges already: nothing to filter out of it.
     load = LoadRequest(backup.path, req.conn, client.path("psql"), env, lanes=req.jobs,
                        no_owner=req.no_owner and decoder is None,
-                       session_sql=session_sql, secrets=req.conn.secrets, decoder=decoder)
+                       session_sql=session_sql, secrets=req.conn.secrets, decoder=decoder, rows=rows)
     try:
         return {"method": "parallel" + (" (pg_restore -f - as SQL)" if decoder else ""), "sessions": req.jobs,
                 **load_parallel(load)}

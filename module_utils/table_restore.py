@@ -174,24 +174,56 @@ def load_side(conn, req: TableRestoreRequest, fmt: str) -> dict[str, int]:
     side = SideSchema(req.wanted, req.side)
     loaded: dict[str, int] = {}
     held: dict[tuple[str, str], list[Any]] = {}
-    stream, proc = _dump_stream(req, fmt)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE SCHEMA {_ident(req.side)}")
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA {_ident(req.side)}")
 
-            def on_data(entry, rows) -> None:
-                statements = parsed(entry.sql)
-                if side.takes(entry, statements):
-                    rv = statements[0].relation
-                    key = table_name(rv.schemaname or "public", rv.relname)
-                    cur.copy_expert(side.rewrite(statements[0]), _Rows(rows))
-                    loaded[key] = cur.rowcount
+        def on_data(entry, rows) -> None:
+            statements = parsed(entry.sql)
+            if side.takes(entry, statements):
+                rv = statements[0].relation
+                key = table_name(rv.schemaname or "public", rv.relname)
+                cur.copy_expert(side.rewrite(statements[0]), _Rows(rows))
+                loaded[key] = cur.rowcount
 
-            for entry in entries(stream, on_data):
-                _apply_entry(cur, entry, side, held)
-    finally:
-        _finished(stream, proc)
+        if fmt != "binary":
+            stream, proc = _dump_stream(req, fmt)
+            try:
+                for entry in entries(stream, on_data):
+                    _apply_entry(cur, entry, side, held)
+            finally:
+                _finished(stream, proc)
+            return loaded
+        # A binary backup (binary_rows.py): its schema, the wanted tables' binary rows, then the rest.
+        from ansible.module_utils.binary_rows import DATA_FILE, SCHEMA_FILE, read_rows
+        from ansible.module_utils.fast_gzip import open_read
+
+        root = Path(req.src)
+        for part in (SCHEMA_FILE, None, DATA_FILE):
+            if part is None:
+                _load_binary_rows(cur, req, read_rows(root), loaded)
+                continue
+            with open_read(root / part) as stream:
+                for entry in entries(stream, on_data):
+                    _apply_entry(cur, entry, side, held)
     return loaded
+
+
+def _load_binary_rows(cur, req: TableRestoreRequest, rows, loaded: dict[str, int]) -> None:
+    """The wanted tables' rows files, into the side schema's tables of the same names."""
+    from ansible.module_utils.fast_gzip import open_read
+
+    cur.execute(f"SET client_encoding = '{rows.encoding}'")
+    for table in rows.tables:
+        schema, name = _split(table.name)
+        if (schema, name) not in req.wanted:
+            continue
+        target = f"{_ident(req.side)}.{_ident(name)}{table.column_list}"
+        count = 0
+        for file in table.files:
+            with open_read(rows.root / file) as source:
+                cur.copy_expert(f"COPY {target} FROM STDIN (FORMAT binary)", source, size=1 << 20)
+            count += max(cur.rowcount, 0)
+        loaded[table_name(schema, name)] = count
 
 
 def _apply_entry(cur, entry, side: SideSchema, held: dict[tuple[str, str], list[Any]]) -> None:
