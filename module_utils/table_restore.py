@@ -243,7 +243,10 @@ def _apply_entry(cur, entry, side: SideSchema, held: dict[tuple[str, str], list[
         for statement in held.pop(key):
             cur.execute(side.rewrite(statement))
     for statement in statements:
-        cur.execute(side.rewrite(statement))
+        # A session setting pg_dump writes between entries (SET default_tablespace = '' before the first index of a
+        # dump of the sections after the schema) holds for the loading session only, as in the preamble.
+        cur.execute(side.session(statement) if type(statement).__name__ == "VariableSetStmt"
+                    else side.rewrite(statement))
 
 
 # --- the swap -------------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ def test_client_older_than_server_is_refused_before_dumping(seeded_db, target_db
 
 
 @pytest.mark.db
-@pytest.mark.parametrize("fmt", ["custom", "plain", "directory"])
+@pytest.mark.parametrize("fmt", ["custom", "plain", "directory", "binary"])
 def test_pg_dump_dying_midway_leaves_no_backup_and_no_manifest(fmt, seeded_db, workdir, pg_server):
     # The wrapper lets pg_dump write part of its output, then dies by SIGKILL like an OOM kill would.
     body = (

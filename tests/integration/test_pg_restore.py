@@ -41,9 +41,9 @@ def backup(url: str, dest, **args) -> dict:
 
 
 @pytest.mark.db
-@pytest.mark.parametrize("fmt", ["custom", "directory", "plain", "tar"])
+@pytest.mark.parametrize("fmt", ["binary", "custom", "directory", "plain", "tar"])
 def test_round_trip_in_every_format_restores_same_rows_and_revision(fmt, seeded_db, target_db, workdir, pg_server):
-    taken = backup(seeded_db, workdir, format=fmt)
+    taken = backup(seeded_db, workdir, format=fmt, **({"binary_min_bytes": 0} if fmt == "binary" else {}))
     assert taken["alembic_revision"] == REVISION
     target = target_db()
 

@@ -147,3 +147,18 @@ def test_latest_is_never_a_pre_restore_copy_and_prefers_the_targets_server(tmp_p
     assert latest_verified(entries, "app", prefer_server=Server("111", None)).path == ours
     assert latest_verified(entries, "app", server=Server("333", None)) is None
     assert retention_victims(entries, "app", keep=1, server=Server("111", None)) == []
+
+
+def test_a_binary_backups_partial_directory_counts_only_when_it_holds_nothing_but_its_own_files(tmp_path):
+    ours = tmp_path / (backup_name("app", T0, "binary", True) + ".partial")
+    theirs = tmp_path / (backup_name("app", T0 + timedelta(hours=1), "binary", True) + ".partial")
+    for root in (ours, theirs):
+        (root / "rows").mkdir(parents=True)
+        (root / "schema.sql.gz").write_bytes(b"\x1f\x8b")
+        (root / "rows" / "0001.copy.gz").write_bytes(b"\x1f\x8b")
+    (theirs / "notes.txt").write_text("an operator's file")
+    old = time.time() - 7200
+    for path in (ours, theirs, *ours.rglob("*"), *theirs.rglob("*")):
+        os.utime(path, (old, old))
+
+    assert stale_partials(tmp_path, "app") == [ours]

@@ -1,0 +1,281 @@
+"""The binary backup format on a real PostgreSQL: pg_dump for the schema and the rest, big tables' rows by binary
+COPY in pg_dump's snapshot; restored by the parallel load, by one transaction into a given database, by hand with
+psql and gzip, and table by table. Every check is made by SQL or pg_dump against the source database.
+
+``binary_min_bytes: 0`` puts every table whose types allow it in binary (the tests' tables are small).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from ansible.module_utils.backup_manifest import manifest_path_for
+from ansible.module_utils.pg_connection import ConnInfo, parse_url
+from support import database_exists, run_module, schema_dump, sql
+
+# Every kind of column the binary form carries, odd values included; and a table whose types keep it text.
+MIXED_SQL = r'''
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TYPE pair AS (a int, b text);
+CREATE DOMAIN positive AS int CHECK (VALUE > 0);
+CREATE SCHEMA "My Schema";
+CREATE TABLE "My Schema"."Odd ""Name""" (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "Weird Col" text, n numeric(12,3), ts timestamptz, d date,
+  b bool, raw bytea, u uuid, j jsonb, arr int[], tags text[], m mood, p positive, r int4range, f float8,
+  iv interval, js json, gone int, doubled bigint GENERATED ALWAYS AS (id * 2) STORED);
+ALTER TABLE "My Schema"."Odd ""Name""" DROP COLUMN gone;
+INSERT INTO "My Schema"."Odd ""Name""" ("Weird Col", n, ts, d, b, raw, u, j, arr, tags, m, p, r, f, iv, js)
+  SELECT CASE WHEN i % 7 = 0 THEN NULL ELSE E'tab\there, back\\slash, line\nbreak, ünïcødé ' || i END,
+         i * 1.125, '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 minute', DATE '2000-01-01' + i,
+         i % 2 = 0, decode(md5(i::text), 'hex'), md5(i::text)::uuid,
+         jsonb_build_object('i', i, 'nested', jsonb_build_array(i, 'x', NULL)),
+         ARRAY[i, i + 1, NULL], ARRAY['a' || i, NULL, E'q"uote'],
+         (ARRAY['sad', 'ok', 'happy'])[1 + i % 3]::mood, 1 + i % 50, int4range(i, i + 10),
+         CASE i % 5 WHEN 0 THEN 'NaN'::float8 WHEN 1 THEN '-Infinity'::float8 ELSE i / 3.0 END,
+         i * interval '1 second', json_build_object('k', i)
+  FROM generate_series(1, 3000) i;
+CREATE TABLE opaque (id int PRIMARY KEY, pr pair, moods mood[], cls regclass);
+INSERT INTO opaque SELECT i, ROW(i, 't' || i)::pair, ARRAY['ok', 'sad']::mood[], 'opaque'::regclass
+  FROM generate_series(1, 20) i;
+CREATE TABLE parent (id int, note text);
+CREATE TABLE child (extra int) INHERITS (parent);
+INSERT INTO parent VALUES (1, 'p1'), (2, 'p2');
+INSERT INTO child VALUES (3, 'c3', 30), (4, 'c4', 40);
+CREATE TABLE measure (id int, at date NOT NULL, v text) PARTITION BY RANGE (at);
+CREATE TABLE measure_2025 PARTITION OF measure FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE measure_2026 PARTITION OF measure FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO measure SELECT i, DATE '2025-06-01' + i, 'v' || i FROM generate_series(1, 400) i;
+CREATE TABLE guarded (id int, owner_name text);
+ALTER TABLE guarded ENABLE ROW LEVEL SECURITY;
+ALTER TABLE guarded FORCE ROW LEVEL SECURITY;
+CREATE POLICY nobody ON guarded USING (false);
+INSERT INTO guarded VALUES (1, 'hidden by the policy'), (2, 'also hidden');
+CREATE TABLE no_columns ();
+INSERT INTO no_columns DEFAULT VALUES;
+INSERT INTO no_columns DEFAULT VALUES;
+CREATE TABLE audit (n int);
+CREATE FUNCTION count_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO audit VALUES (1); RETURN NEW; END $$;
+CREATE TRIGGER counted AFTER INSERT ON parent FOR EACH ROW EXECUTE FUNCTION count_insert();
+CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);
+INSERT INTO alembic_version VALUES ('b1b2b3b4b5b6');
+'''
+ODD = '"My Schema"."Odd ""Name"""'
+TABLES = [ODD, "opaque", "ONLY parent", "child", "measure_2025", "measure_2026", "guarded",
+          "no_columns", "audit", "alembic_version"]
+BINARY = [ODD, "public.alembic_version", "public.audit", "public.child", "public.guarded",
+          "public.measure_2025", "public.measure_2026", "public.no_columns", "public.parent"]
+
+
+def content(url: str) -> dict[str, tuple[int, str]]:
+    """Every table's rows as (count, md5 of the sorted rows' text), read by SQL (row security off: the owner)."""
+    out = {}
+    for table in TABLES:
+        name = table.removeprefix("ONLY ")
+        query = (f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+                 f"FROM {table} t")
+        out[name] = tuple(sql(url, f"SET row_security = off; {query}")[0]) if name != "no_columns" else \
+            sql(url, f"SELECT count(*), '' FROM {table}")[0]
+    return out
+
+
+@pytest.fixture
+def mixed_db(new_database):
+    url = new_database("rm_bin")
+    sql(url, MIXED_SQL)
+    return url
+
+
+def binary_backup(url: str, dest: Path, **args) -> dict:
+    run = run_module("pg_backup", {"url": url, "dest": str(dest), "format": "binary", "binary_min_bytes": 0, **args})
+    assert run.rc == 0, run.output
+    return run.result
+
+
+def client_bin(pg_server) -> str:
+    from ansible.module_utils.pg_client_tools import find_client_tools
+
+    return pg_server.bin_dir or find_client_tools(pg_server.major, pg_server.version).bin_dir
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("into", ["new", "given"])
+def test_every_column_kind_round_trips_through_binary_rows(into, mixed_db, target_db, new_database, workdir,
+                                                         pg_server):
+    taken = binary_backup(mixed_db, workdir)
+    root = Path(taken["path"])
+    assert root.name.endswith(".bin") and taken["format"] == "binary"
+    assert sorted(taken["manifest"]["binary_tables"]) == BINARY  # opaque (OIDs in its binary form) stays text
+    index = json.loads((root / "rows.json").read_text())
+    assert all((root / f).is_file() for t in index["tables"] for f in t["files"])
+    assert b"COPY public.opaque " in subprocess.run(["gzip", "-dc", str(root / "data.sql.gz")], capture_output=True,
+                                                    check=True).stdout
+    target = target_db() if into == "new" else new_database("rm_given")
+
+    run = run_module("pg_restore", {"url": target, "src": taken["path"], "jobs": 2})
+
+    assert run.rc == 0, run.output
+    assert run.result["load"]["method"] == ("parallel" if into == "new" else "psql, one transaction")
+    assert content(target) == content(mixed_db)
+    assert sql(target, "SELECT count(*) FROM audit") == [(0,)]  # the trigger came after the rows
+    bin_dir = client_bin(pg_server)
+    assert schema_dump(target, bin_dir) == schema_dump(mixed_db, bin_dir)
+    for name, count in run.result["row_counts"].items():
+        schema, _, table = name.rpartition(".")
+        quoted = ".".join('"' + p.replace('"', '""') + '"' for p in (schema or "public", table))
+        assert sql(target, f"SET row_security = off; SELECT count(*) FROM {quoted}")[0][0] == count, name
+    # The identity continues from the backup's value.
+    sql(target, f"INSERT INTO {ODD} (\"Weird Col\") VALUES ('next')")
+    assert sql(target, f"SELECT max(id) FROM {ODD}") == [(3001,)]
+
+    again = run_module("pg_restore", {"url": target, "src": taken["path"], "jobs": 2})
+    assert again.rc == 0 and again.result["changed"] is False
+
+
+@pytest.mark.db
+def test_a_big_table_in_many_pieces_loads_on_two_sessions(mixed_db, target_db, workdir, pg_server):
+    from ansible.module_utils.backup_runner import BackupRequest, run_backup
+
+    taken = run_backup(BackupRequest(url=mixed_db, dest=str(workdir), format="binary", binary_min_bytes=0,
+                                     binary_piece_bytes=8192 * 4))
+    index = json.loads((Path(taken["path"]) / "rows.json").read_text())
+    odd = next(t for t in index["tables"] if t["table"] == ODD)
+    pages = sql(mixed_db, "SELECT pg_relation_size(%s::regclass) / 8192", (ODD,))[0][0]
+    assert len(odd["files"]) == -(-pages // 4) > 5  # one file per 4 pages
+    target = target_db()
+
+    run = run_module("pg_restore", {"url": target, "src": taken["path"], "jobs": 2})
+
+    assert run.rc == 0, run.output
+    assert run.result["load"]["copy_chunks"] >= len(odd["files"])
+    assert content(target) == content(mixed_db)
+
+
+@pytest.mark.db
+def test_the_backup_restores_by_hand_with_psql_and_gzip(mixed_db, new_database, workdir, pg_server):
+    """The documented last resort: no module, no Python; the rows files through psql's \\copy."""
+    taken = binary_backup(mixed_db, workdir)
+    target = new_database("rm_hand")
+    from ansible.module_utils.pg_client_tools import find_client_tools
+
+    psql = Path(find_client_tools(pg_server.major, pg_server.version).bin_dir) / "psql"  # the one pg_backup chose
+    command = ("{ gunzip -c schema.sql.gz; cat rows.psql; gunzip -c data.sql.gz; } | "
+               f"'{psql}' -X -q -v ON_ERROR_STOP=1 --single-transaction")
+    done = subprocess.run(["sh", "-c", command], cwd=taken["path"], env=ConnInfo.parse(target).libpq_env(),
+                          capture_output=True, text=True, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert content(target) == content(mixed_db)
+
+
+@pytest.mark.db
+def test_a_damaged_rows_file_is_refused_by_its_checksum_naming_the_file(mixed_db, target_db, workdir, pg_server):
+    taken = binary_backup(mixed_db, workdir)
+    rows_file = sorted((Path(taken["path"]) / "rows").iterdir())[0]
+    data = bytearray(rows_file.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    rows_file.write_bytes(bytes(data))
+    target = target_db()
+
+    run = run_module("pg_restore", {"url": target, "src": taken["path"]})
+
+    assert run.rc != 0 and "checksum mismatch" in run.result["msg"] and rows_file.name in run.result["msg"]
+    assert not database_exists(pg_server, target)
+
+
+@pytest.mark.db
+@pytest.mark.parametrize("into", ["new", "given"])
+def test_a_rows_file_cut_short_fails_the_load_and_keeps_nothing(into, mixed_db, target_db, new_database, workdir,
+                                                               pg_server):
+    """Unchecked (verify_checksum: false), a truncated rows file stops the load: the database the restore made is
+    dropped; a given database is rolled back to empty."""
+    taken = binary_backup(mixed_db, workdir)
+    root = Path(taken["path"])
+    odd = next(t for t in json.loads((root / "rows.json").read_text())["tables"] if t["table"].startswith('"My'))
+    rows_file = root / odd["files"][0]
+    rows_file.write_bytes(rows_file.read_bytes()[: rows_file.stat().st_size // 2])
+    target = target_db() if into == "new" else new_database("rm_given")
+
+    run = run_module("pg_restore", {"url": target, "src": taken["path"], "verify_checksum": False, "jobs": 2})
+
+    assert run.rc != 0
+    if into == "new":
+        assert odd["files"][0] in run.result["msg"] and "was dropped" in run.result["msg"], run.result["msg"]
+        assert not database_exists(pg_server, target)
+    else:
+        assert "rolled back" in run.result["msg"]
+        assert sql(target, "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', "
+                           "'information_schema')") == [(0,)]
+
+
+@pytest.mark.db
+def test_rows_json_naming_anything_but_its_own_files_and_names_is_refused(mixed_db, target_db, workdir, pg_server):
+    taken = binary_backup(mixed_db, workdir)
+    index_path = Path(taken["path"]) / "rows.json"
+    index = json.loads(index_path.read_text())
+    for edit in ({"files": ["rows/../../../etc/passwd"]}, {"table": "public.t; DROP DATABASE postgres; --"},
+                 {"columns": ["id) FROM stdin; DROP TABLE audit; --"]}):
+        changed = {**index, "tables": [{**index["tables"][0], **edit}, *index["tables"][1:]]}
+        index_path.write_text(json.dumps(changed))
+        target = target_db()
+
+        run = run_module("pg_restore", {"url": target, "src": taken["path"], "verify_checksum": False})
+
+        assert run.rc != 0 and "are not this backup's" in run.result["msg"], run.result["msg"]
+        assert not database_exists(pg_server, target)
+
+
+@pytest.mark.db
+def test_psql_dying_while_it_writes_rows_leaves_no_backup(mixed_db, workdir, pg_server):
+    """A rows file's psql is killed half way (as an OOM kill would): nothing is kept, not even a .partial."""
+    real = client_bin(pg_server)
+    bin_dir = workdir / "dying-bin"
+    bin_dir.mkdir()
+    for tool in ("pg_dump", "pg_restore"):
+        os.symlink(Path(real) / tool, bin_dir / tool)
+    (bin_dir / "psql").write_text(
+        "#!/bin/sh\n"
+        f'REAL="{real}/psql"\n'
+        'case "$*" in *"FORMAT binary"*) "$REAL" "$@" | head -c 300; kill -9 $$ ;; esac\n'
+        'exec "$REAL" "$@"\n')
+    (bin_dir / "psql").chmod(0o755)
+    dest = workdir / "b"
+
+    run = run_module("pg_backup", {"url": mixed_db, "dest": str(dest), "format": "binary", "binary_min_bytes": 0,
+                                   "pg_bin_dir": str(bin_dir)})
+
+    assert run.rc != 0 and "psql failed" in run.result["msg"], run.result["msg"]
+    assert sorted(p.name for p in dest.iterdir()) == []
+
+
+@pytest.mark.db
+def test_check_mode_writes_nothing_and_names_the_directory(mixed_db, workdir):
+    dest = workdir / "b"
+    run = run_module("pg_backup", {"url": mixed_db, "dest": str(dest), "format": "binary"}, check=True)
+
+    assert run.rc == 0 and run.result["changed"] is True and run.result["path"].endswith(".bin")
+    assert not dest.exists()
+
+
+@pytest.mark.db
+def test_a_plain_compression_other_than_gzip_is_refused_before_dumping(mixed_db, workdir):
+    run = run_module("pg_backup", {"url": mixed_db, "dest": str(workdir / "b"), "format": "binary",
+                                   "compression": "none"})
+
+    assert run.rc != 0 and "gzip only" in run.result["msg"] and "compression gzip:N" in run.result["hint"]
+    assert not (workdir / "b").exists()
+
+
+@pytest.mark.db
+def test_verify_read_decodes_every_file_and_the_manifest_says_so(mixed_db, workdir):
+    taken = binary_backup(mixed_db, workdir, verify_read=True)
+    manifest = json.loads(manifest_path_for(taken["path"]).read_text())
+
+    assert "full decode of every file" in manifest["verify_method"]
+    assert sorted(manifest["files"]) == sorted(
+        p.relative_to(taken["path"]).as_posix() for p in Path(taken["path"]).rglob("*") if p.is_file())
+    assert parse_url(mixed_db).dbname == manifest["database"]
