@@ -10,12 +10,12 @@ module: pg_backup
 short_description: Take a timestamped, verified PostgreSQL backup with a JSON manifest
 description:
   - Runs C(pg_dump) against the database named in O(url) and writes
-    C(<database>-<UTC %Y%m%dT%H%M%SZ>[-label].<ext>) into O(dest), where ext is C(dump) (custom),
-    C(dir) (directory), C(sql.gz) or C(sql) (plain) or C(tar).
+    C(<database>-<UTC %Y%m%dT%H%M%SZ>[-label].<ext>) into O(dest), where ext is C(bin) (binary, the
+    default), C(dump) (custom), C(dir) (directory), C(sql.gz) or C(sql) (plain) or C(tar).
   - The backup is written as C(<name>.partial) and renamed only after C(pg_dump) succeeded and the
     written bytes were verified; a failed or interrupted backup is removed and never looks finished.
   - Beside it, C(<name>.manifest.json) records the database, server and client versions, the Alembic
-    revision at backup time, size, sha256 (per file for the directory format) and durations. A backup
+    revision at backup time, size, sha256 (per file for the directory and binary formats) and durations. A backup
     without a manifest does not count as verified.
   - Refuses, before dumping, a C(pg_dump) older than the server and names both versions. Client tools are
     taken from O(pg_bin_dir), else the first of PATH, the embedded server's tools, and
@@ -30,27 +30,28 @@ options:
     required: true
   format:
     description:
-      - C(binary) (a directory: the schema and the rest by C(pg_dump), the rows of every table of at least
+      - C(binary) (a directory holding the schema and the rest by C(pg_dump), the rows of every table of at least
         O(binary_min_bytes) in PostgreSQL's binary COPY format, in pieces, all in one snapshot; every file
         gzip-compressed by this module with ISA-L and hashed while it is written; the server loads binary rows
-        much faster than text, see BENCHMARKS.md; restorable by hand with psql and gzip, docs/operations.md),
+        much faster than text, see BENCHMARKS.md; restorable by hand with psql and gzip, see the README),
         C(plain) (SQL text streamed from C(pg_dump), gzip-compressed by this module with ISA-L and
         hashed while it is written; restorable with the runbook's C(gunzip -c | psql) too),
         C(directory) (one file per table, parallel dump and parallel restore; gzip by this module in
         parallel after the dump), C(custom) (one file compressed by C(pg_dump); parallel restore) or
         C(tar).
-      - The default is C(plain) because on a small runner it is the fastest backup at about the size of the
-        runbook's C(pg_dump | gzip) (see BENCHMARKS.md). Choose C(directory) for large databases with
-        many tables, where a parallel restore (C(jobs)) shortens an incident.
+      - The default is C(binary) because the restore is the downtime of an incident, and a binary backup restores
+        fastest (see BENCHMARKS.md), for about the time and size of C(plain). Choose C(plain) for a backup that
+        C(gunzip -c | psql) restores (the runbook's way), C(directory) or C(custom) for C(pg_restore).
     type: str
     choices: [binary, custom, directory, plain, tar]
-    default: plain
+    default: binary
   compression:
     description:
       - C(none), C(gzip:N), C(lz4[:N]), C(zstd[:N]) or a bare level (C(0) = none, C(1)-C(9) = gzip).
       - Defaults to C(gzip:1) (fast, most of the gain); C(none) for O(format=tar), which cannot be compressed.
       - lz4 and zstd need C(pg_dump) 16 or later built with them (the embedded pgserver build is not); the
-        module probes the client and fails clearly before dumping. O(format=plain) takes gzip or none.
+        module probes the client and fails clearly before dumping. O(format=plain) takes gzip or none,
+        O(format=binary) gzip only.
     type: str
   jobs:
     description: Parallel C(pg_dump) jobs (O(format=directory)), or tools dumping at once (O(format=binary)).
@@ -68,14 +69,15 @@ options:
     description:
       - Verify the backup before giving it its final name. Archive formats must list with
         C(pg_restore --list), and for O(format=directory) every data file the list names must be there;
-        plain dumps must end with C(-- PostgreSQL database dump complete) (checked on the stream as it
-        is written). The sha256 is computed while writing (or in parallel right after, per file).
+        plain dumps (and both SQL files of a binary backup) must end with C(-- PostgreSQL database dump complete),
+        and each binary rows file must be a whole binary COPY stream (checked on the streams as they are
+        written). The sha256 is computed while writing (or in parallel right after, per file).
     type: bool
     default: true
   verify_read:
     description:
       - Also read the whole backup back, with C(pg_restore -f /dev/null) for archive formats or a full
-        gzip decode for plain dumps. Stronger; costs a second read of the backup.
+        gzip decode for plain dumps and every file of a binary backup. Stronger; costs a second read of the backup.
     type: bool
     default: false
   keep:
@@ -123,7 +125,7 @@ author: release-migrations maintainers
 """
 
 EXAMPLES = r"""
-- name: Back up before the migration (plain SQL, gzip:1 by ISA-L), keep the last 7
+- name: Back up before the migration (binary rows for big tables, gzip:1 by ISA-L), keep the last 7
   pg_backup:
     url: "{{ rm_database_url }}"
     dest: /var/backups/release_manager
@@ -236,7 +238,7 @@ from ansible.module_utils.module_shell import CONNECTION_SPEC, VERSION_TABLE_SPE
 ARGUMENT_SPEC = argument_spec(
     CONNECTION_SPEC, VERSION_TABLE_SPEC,
     dest={"type": "path", "required": True},
-    format={"type": "str", "choices": ["binary", "custom", "directory", "plain", "tar"], "default": "plain"},
+    format={"type": "str", "choices": ["binary", "custom", "directory", "plain", "tar"], "default": "binary"},
     binary_min_bytes={"type": "int", "default": 8 << 20},
     compression={"type": "str"},
     jobs={"type": "int", "default": 2},

@@ -90,7 +90,7 @@ _DUMPED_FROM = re.compile(rb"Dumped from database version:? (\S+)")
 class BackupRequest(ParsedOnce):
     url: str
     dest: str
-    format: str = "plain"
+    format: str = "binary"
     compression: str | int | None = None  # None: gzip:1 (none for tar)
     jobs: int = 2
     verify: bool = True
@@ -399,8 +399,7 @@ def _dump_binary(req: BackupRequest, client: ClientTools, comp: Compression, par
                 cur.execute("SELECT pg_export_snapshot(), pg_encoding_to_char(encoding) FROM pg_database "
                             "WHERE datname = current_database()")
                 snapshot, encoding = cur.fetchone()
-                tables = choose_tables(cur, req.binary_min_bytes, req.binary_piece_bytes,
-                                       split=exporter.server_version >= 140000)
+                tables = choose_tables(cur, req.binary_min_bytes, req.binary_piece_bytes, exporter.server_version)
                 if tables:  # held until every file is written: no DDL changes a table half way
                     cur.execute(f"LOCK TABLE {', '.join(t.name for t in tables)} IN ACCESS SHARE MODE")
         restrict = ["--restrict-key", _restrict_key()] if _restrict_key_supported(client) else []

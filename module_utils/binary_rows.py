@@ -114,10 +114,12 @@ def _plain_name(text: str) -> bool:
 
 
 def choose_tables(cur, min_bytes: int = MIN_TABLE_BYTES, piece_bytes: int = PIECE_BYTES,
-                  split: bool = True) -> list[BinaryTable]:
-    """The tables to dump in binary, each cut into page ranges of about ``piece_bytes`` (one range when the
-    server cannot scan a range of pages: ``split`` False before PostgreSQL 14)."""
-    cur.execute(CANDIDATES_SQL, (min_bytes,))
+                  server_version: int = 160000) -> list[BinaryTable]:
+    """The tables to dump in binary, each cut into page ranges of about ``piece_bytes`` (one range before
+    PostgreSQL 14, which cannot scan a range of pages)."""
+    query = CANDIDATES_SQL if server_version >= 120000 else CANDIDATES_SQL.replace("a.attgenerated = ''", "true")
+    split = server_version >= 140000
+    cur.execute(query, (min_bytes,))
     tables = []
     for _oid, name, size, reltuples, _relpages, columns, safe in cur.fetchall():
         if not safe or not _plain_name(name) or not all(_plain_name(c) for c in columns):

@@ -502,9 +502,10 @@ def _unrestricted(pieces):
     schema's (pg_backup gives both pg_dump runs the same key)."""
     first = True
     for piece in pieces:
-        if first and isinstance(piece, Script):
-            head, _, tail = piece.text.partition(b"\n\\restrict ")
-            piece = Script(head + b"\n" + tail.partition(b"\n")[2] if tail else piece.text, pre_data=False)
+        at = piece.text.find(b"\n\\restrict ", 0, 4096) if first and isinstance(piece, Script) else -1
+        if at >= 0:  # in pg_dump's header, before any entry
+            end = piece.text.find(b"\n", at + 1)
+            piece = Script(piece.text[:at] + piece.text[end:], pre_data=False)
         first = False
         yield piece
 

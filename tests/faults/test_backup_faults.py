@@ -100,7 +100,7 @@ def test_directory_backup_with_a_damaged_file_is_refused_naming_the_file(seeded_
 
 @pytest.mark.db
 def test_truncated_backup_is_refused_also_in_check_mode(seeded_db, target_db, workdir, pg_server):
-    backup = take_backup(seeded_db, workdir)
+    backup = take_backup(seeded_db, workdir, format="plain")
     path = Path(backup["path"])
     with open(path, "r+b") as handle:
         handle.truncate(path.stat().st_size // 2)
@@ -116,8 +116,8 @@ def test_truncated_backup_is_refused_also_in_check_mode(seeded_db, target_db, wo
 @pytest.mark.db
 def test_damaged_newest_backup_in_a_directory_is_not_skipped_silently(seeded_db, target_db, workdir, pg_server):
     """`src: <dir>` picks the newest verified backup; if its bytes changed, the restore fails, loudly."""
-    take_backup(seeded_db, workdir, label="older")
-    newest = take_backup(seeded_db, workdir, label="newer")
+    take_backup(seeded_db, workdir, label="older", format="plain")
+    newest = take_backup(seeded_db, workdir, label="newer", format="plain")
     flip_byte(Path(newest["path"]))
     target = target_db()
 
@@ -229,8 +229,10 @@ def test_pg_dump_dying_midway_leaves_no_backup_and_no_manifest(fmt, seeded_db, w
 
 
 @pytest.mark.db
-def test_backend_terminated_during_dump_leaves_no_backup(seeded_db, workdir, pg_server):
-    """A real pg_dump loses its server connection half way (here: while waiting for a table lock)."""
+@pytest.mark.parametrize(("fmt", "says"), [("plain", "pg_dump failed"), ("binary", "server closed the connection")])
+def test_backend_terminated_during_dump_leaves_no_backup(fmt, says, seeded_db, workdir, pg_server):
+    """A real pg_dump (binary: the session choosing the tables) loses its server connection half way (here: while
+    waiting for a table lock)."""
     database = parse_url(seeded_db).dbname
     dest = workdir / "b"
     locker = psycopg2.connect(seeded_db)
@@ -238,7 +240,7 @@ def test_backend_terminated_during_dump_leaves_no_backup(seeded_db, workdir, pg_
         with locker.cursor() as cur:
             cur.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(run_module, "pg_backup", {"url": seeded_db, "dest": str(dest)})
+            future = pool.submit(run_module, "pg_backup", {"url": seeded_db, "dest": str(dest), "format": fmt})
             deadline = time.monotonic() + 60
             terminated = False
             while time.monotonic() < deadline and not future.done():
@@ -256,7 +258,7 @@ def test_backend_terminated_during_dump_leaves_no_backup(seeded_db, workdir, pg_
 
     assert terminated, run.output
     assert run.rc != 0
-    assert "pg_dump failed" in run.result["msg"]
+    assert says in run.result["msg"]
     assert sorted(p.name for p in dest.iterdir()) == []
 
 

@@ -28,9 +28,21 @@ def users(url: str) -> int:
     return sql(url, "SELECT count(*) FROM users")[0][0]
 
 
+def file_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file of a backup directory, by relative path (hashlib, not the module's code)."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in root.rglob("*") if p.is_file()}
+
+
 def load_by_hand(backup: Path, url: str, bin_dir: str) -> None:
-    """The runbook's last resort: `gunzip -c backup | psql` into a database."""
+    """The last resort without Ansible: a binary backup by hand as the README says (psql and gzip), a plain one
+    the runbook's way (`gunzip -c backup | psql`)."""
     conn = ConnInfo.parse(url)
+    if backup.is_dir():
+        command = ("{ gunzip -c schema.sql.gz; cat rows.psql; gunzip -c data.sql.gz; } | "
+                   f"'{bin_dir}/psql' -X -q -v ON_ERROR_STOP=1 --single-transaction")
+        subprocess.run(["sh", "-c", command], cwd=backup, env=conn.libpq_env(), check=True, capture_output=True)
+        return
     with gzip.open(backup, "rb") as source:
         subprocess.run([f"{bin_dir}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"], input=source.read(),
                        env=conn.libpq_env(), check=True, capture_output=True)
@@ -56,7 +68,7 @@ def test_restore_yml_keeps_the_backup_it_restores_and_a_copy_of_what_was_there(c
     assert users(url) == 6  # the oldest backup's rows
     assert oldest.exists() and manifest_path_for(oldest).exists()
     assert all(Path(t["path"]).exists() for t in taken)  # no retention while restoring
-    (pre_restore,) = [p for p in dest.iterdir() if "-pre_restore." in p.name and p.name.endswith(".sql.gz")]
+    (pre_restore,) = [p for p in dest.iterdir() if "-pre_restore." in p.name and p.name.endswith(".bin")]
     by_hand = new_database("byhand")
     load_by_hand(pre_restore, by_hand, pg_server.bin_dir)
     assert users(by_hand) == 10  # what was there before the restore, loaded the runbook's way
@@ -80,8 +92,8 @@ def test_pg_backup_retention_never_removes_files_it_did_not_write(chain_db, work
 
     assert notes.read_text() == "-- my notes, not a backup\n"
     assert (folder / "notes.txt").read_text() == "keep me"
-    ours = sorted(p.name for p in dest.iterdir() if p.name.endswith(".sql.gz"))
-    assert len(ours) == 2 and ours[-1].endswith("-k2.sql.gz") and ours[0].endswith("-k1.sql.gz")
+    ours = sorted(p.name for p in dest.iterdir() if p.name.endswith(".bin"))
+    assert len(ours) == 2 and ours[-1].endswith("-k2.bin") and ours[0].endswith("-k1.bin")
 
 
 @pytest.mark.playbook
@@ -92,10 +104,10 @@ def test_backup_yml_takes_a_verified_backup_and_max_age_never_reuses_a_damaged_o
     assert first.rc == 0, first.output[-3000:]
     path = Path(reports(workdir / "reports")[-1]["backup"]["path"])
     manifest = json.loads(manifest_path_for(path).read_text())
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == manifest["sha256"]
-    assert b"-- PostgreSQL database dump complete" in gzip.decompress(path.read_bytes())[-4096:]
+    assert file_digests(path) == manifest["files"]
+    assert b"-- PostgreSQL database dump complete" in gzip.decompress((path / "data.sql.gz").read_bytes())[-4096:]
 
-    with open(path, "r+b") as handle:  # the newest backup, truncated after it was verified
+    with open(path / "data.sql.gz", "r+b") as handle:  # the newest backup, truncated after it was verified
         handle.truncate(100)
     second = run_playbook("playbooks/backup.yml", env=env, extra_vars=local_vars(workdir, backup_max_age_s=3600))
 
@@ -104,7 +116,7 @@ def test_backup_yml_takes_a_verified_backup_and_max_age_never_reuses_a_damaged_o
     assert backup["path"] != str(path) and backup["reused"] is False
     assert "was not reused" in backup["reuse_refused"] and "checksum mismatch" in backup["reuse_refused"]
     fresh = Path(backup["path"])
-    assert hashlib.sha256(fresh.read_bytes()).hexdigest() == json.loads(manifest_path_for(fresh).read_text())["sha256"]
+    assert file_digests(fresh) == json.loads(manifest_path_for(fresh).read_text())["files"]
     assert "was not reused" in second.output
 
 
@@ -148,7 +160,7 @@ def test_restoring_latest_twice_never_restores_the_copy_the_first_restore_took(c
         assert result.rc == 0, result.output[-3000:]
         assert reports(workdir / "reports")[-1]["restore"]["src"] == good["path"]
         assert sql(url, "SELECT count(*) FROM users WHERE name = 'BAD'") == [(0,)]
-    pre_restore = [p for p in (workdir / "backups").iterdir() if "-pre_restore." in p.name and p.suffix == ".gz"]
+    pre_restore = [p for p in (workdir / "backups").iterdir() if "-pre_restore." in p.name and p.suffix == ".bin"]
     assert len(pre_restore) == 2 and not list((workdir / "backups").glob("*.pin"))
     # a bare file name is a backup in rm_backup_dir
     bare = run_playbook("playbooks/restore.yml", env={"DATABASE_URL": url}, extra_vars=local_vars(

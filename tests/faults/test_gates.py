@@ -59,7 +59,7 @@ def test_a_database_name_cannot_write_outside_the_reports_and_backup_directories
                  (workdir / "reports" / "sql-previews").resolve()]  # named by the SQL's sha256
         assert written and all(any(p.resolve().is_relative_to(r) for r in roots) for p in written)
         assert [p for p in written if p.name == "last-success.json"]
-        assert [p for p in written if p.parent == workdir / "backups" and p.name.endswith(".sql.gz")]
+        assert [p for p in written if p.parent.parent == workdir / "backups" and p.parent.name.endswith(".bin")]
     finally:
         pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

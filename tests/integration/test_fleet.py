@@ -95,7 +95,7 @@ def test_a_fleet_goes_in_waves_and_stops_at_the_failure_budget_with_a_summary_of
         found = sorted((workdir / "reports" / "fleet-example" / name).glob("*/report.json"))
         reports[i] = json.loads(found[0].read_text()) if found else None
     assert all(reports[i] is None for i in untouched)
-    backups = {p.name.split("-")[0] for p in (workdir / "backups").iterdir() if p.name.endswith(".sql.gz")}
+    backups = {p.name.split("-")[0] for p in (workdir / "backups").iterdir() if p.name.endswith(".bin")}
     assert backups == {names[i] for i in (*migrated, FAILING)}
     # Verified by the run itself (its verify step compared the live schema with the revision's), per database.
     for i in migrated:

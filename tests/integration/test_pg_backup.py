@@ -92,8 +92,26 @@ def test_directory_backup_records_per_file_hashes(seeded_db, workdir):
 
 
 @pytest.mark.db
-def test_default_backup_is_plain_sql_gzipped_while_streaming_and_decoded_to_verify(seeded_db, workdir):
+def test_default_backup_is_binary_a_directory_of_gzipped_files_hashed_one_by_one(seeded_db, workdir):
     run = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir)})
+
+    assert run.rc == 0, run.output
+    path = Path(run.result["path"])
+    manifest = run.result["manifest"]
+    assert run.result["format"] == "binary" and path.is_dir() and path.name.endswith(".bin")
+    on_disk = {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in path.rglob("*") if p.is_file()}
+    assert manifest["files"] == on_disk and {"schema.sql.gz", "data.sql.gz", "rows.json", "rows.psql"} <= set(on_disk)
+    assert manifest["binary_tables"] == []  # small tables stay text (binary_min_bytes: 8 MiB)
+    assert "CREATE TABLE public.users" in gzip.decompress((path / "schema.sql.gz").read_bytes()).decode()
+    data = gzip.decompress((path / "data.sql.gz").read_bytes()).decode()
+    assert "COPY public.users " in data and "-- PostgreSQL database dump complete" in data[-400:]
+    assert "ISA-L" in manifest["compressed_by"] and manifest["verify_method"].startswith("completion markers")
+
+
+@pytest.mark.db
+def test_plain_backup_is_sql_gzipped_while_streaming_and_decoded_to_verify(seeded_db, workdir):
+    run = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir), "format": "plain"})
 
     assert run.rc == 0, run.output
     path = Path(run.result["path"])
@@ -102,7 +120,8 @@ def test_default_backup_is_plain_sql_gzipped_while_streaming_and_decoded_to_veri
     assert manifest["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert "ISA-L" in manifest["compressed_by"] and manifest["verify_method"] == "completion marker on the stream"
     assert "-- PostgreSQL database dump complete" in gzip.decompress(path.read_bytes()).decode()[-400:]
-    deep = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir / "deep"), "verify_read": True})
+    deep = run_module("pg_backup", {"url": seeded_db, "dest": str(workdir / "deep"), "verify_read": True,
+                                    "format": "plain"})
     assert deep.rc == 0 and deep.result["manifest"]["verify_method"].endswith("+ full decode of the file")
 
 

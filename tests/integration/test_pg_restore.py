@@ -383,7 +383,7 @@ def test_row_counts_are_what_the_tables_hold_after_the_parallel_load(seeded_db, 
     from support import schema_dump
 
     sql(seeded_db, FAMILY_SQL)
-    taken = backup(seeded_db, workdir)
+    taken = backup(seeded_db, workdir, format="plain")
     target = target_db()
 
     run = run_module("pg_restore", {"url": target, "src": taken["path"], "jobs": 2})
