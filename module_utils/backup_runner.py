@@ -402,28 +402,13 @@ def _dump_binary(req: BackupRequest, client: ClientTools, comp: Compression, par
                 tables = choose_tables(cur, req.binary_min_bytes, req.binary_piece_bytes, exporter.server_version)
                 if tables:  # held until every file is written: no DDL changes a table half way
                     cur.execute(f"LOCK TABLE {', '.join(t.name for t in tables)} IN ACCESS SHARE MODE")
-        restrict = ["--restrict-key", _restrict_key()] if _restrict_key_supported(client) else []
-        pg_dump = [client.path("pg_dump"), "--no-password", "-Fp", f"--snapshot={snapshot}", *restrict]
-        excluded = [f"--exclude-table-data={exclude_pattern(t.name)}" for t in tables]
-        tasks = [(DATA_FILE, [*pg_dump, "--section=data", "--section=post-data", *excluded]),
-                 (SCHEMA_FILE, [*pg_dump, "--section=pre-data"])]
-        # As pg_dump sets its session: no timeouts, every row (row_security off fails rather than skip rows).
-        settings = ("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; "
-                    f"SET row_security = off; SET client_encoding = '{encoding}'")
-        psql = [client.path("psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", settings,
-                "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-                "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'"]
-        number = 0
-        for table in tables:
-            for piece in table.pieces:
-                number += 1
-                table.files.append(f"{ROWS_DIR}/{number:04d}.copy.gz")
-                tasks.append((table.files[-1], [*psql, "-c", table.select(piece)]))
+        tasks = _binary_tasks(client, snapshot, encoding, tables)
         files, heads = _run_dumps(tasks, env, partial, level, secrets, req.jobs)
-        exporter.rollback()
+        exporter.rollback()  # the snapshot was held to the end
     except psycopg2.Error as exc:
-        raise OperatorError(f"The binary backup could not start: {str(exc).strip()}",
-                            "Check the connection and the role's rights (pg_dump's too).") from None
+        raise OperatorError(f"The session holding the backup's snapshot failed: {str(exc).strip()}. "
+                            "Nothing was kept.", "Check the server log and the connection, then take the backup "
+                                                 "again.") from None
     finally:
         exporter.close()
     duration = time.monotonic() - started
@@ -440,6 +425,28 @@ def _dump_binary(req: BackupRequest, client: ClientTools, comp: Compression, par
                     manifest_extra={"compressed_by": describe(level), "binary_tables": [t.name for t in tables]})
     dumped.tails = {name: tail for name, (_head, tail) in heads.items()}
     return dumped
+
+
+def _binary_tasks(client: ClientTools, snapshot: str, encoding: str,
+                  tables: list) -> list[tuple[str, list[str]]]:
+    """(file, command) of every tool a binary backup runs: both pg_dump runs, then a psql per rows file."""
+    restrict = ["--restrict-key", _restrict_key()] if _restrict_key_supported(client) else []
+    pg_dump = [client.path("pg_dump"), "--no-password", "-Fp", f"--snapshot={snapshot}", *restrict]
+    excluded = [f"--exclude-table-data={exclude_pattern(t.name)}" for t in tables]
+    tasks = [(DATA_FILE, [*pg_dump, "--section=data", "--section=post-data", *excluded]),
+             (SCHEMA_FILE, [*pg_dump, "--section=pre-data"])]
+    # As pg_dump sets its session: no timeouts, every row (row_security off fails rather than skip rows).
+    settings = ("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; "
+                f"SET row_security = off; SET client_encoding = '{encoding}'")
+    psql = [client.path("psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", settings,
+            "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'"]
+    number = 0
+    for table in tables:
+        for piece in table.pieces:
+            number += 1
+            table.files.append(f"{ROWS_DIR}/{number:04d}.copy.gz")
+            tasks.append((table.files[-1], [*psql, "-c", table.select(piece)]))
+    return tasks
 
 
 def _restrict_key() -> str:
