@@ -131,9 +131,12 @@ def _validate(req: BackupRequest) -> tuple[Compression, str | None, Path]:
         raise OperatorError(f"jobs must be at least 1 (got {req.jobs}).", "Use jobs: 2, or more for big databases.")
     if req.keep < 0 or req.max_age < 0:
         raise OperatorError("keep and max_age cannot be negative.", "Use 0 to turn them off.")
-    if req.binary_min_bytes < 0 or req.binary_piece_bytes < 8192:
+    if req.binary_min_bytes < 0:
         raise OperatorError(f"binary_min_bytes cannot be negative (got {req.binary_min_bytes}).",
                             "Use 0 for every table, or the default 8388608 (8 MiB).")
+    if req.binary_piece_bytes < 8192:
+        raise OperatorError(f"binary_piece_bytes must be at least one page, 8192 (got {req.binary_piece_bytes}).",
+                            "Use the default, 67108864 (64 MiB).")
     label = validate_label(req.label)
     comp = parse_compression(req.compression if req.compression not in (None, "") else
                              ("none" if req.format == "tar" else "gzip:1"))
@@ -396,14 +399,24 @@ def _dump_binary(req: BackupRequest, client: ClientTools, comp: Compression, par
         with explained("Choosing the tables dumped in binary"):
             exporter.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with exporter.cursor() as cur:
+                # It holds the snapshot and the locks until the end, idle: no timeout of the role's may end it.
+                cur.execute(_session_settings(exporter.server_version))
                 cur.execute("SELECT pg_export_snapshot(), pg_encoding_to_char(encoding) FROM pg_database "
                             "WHERE datname = current_database()")
                 snapshot, encoding = cur.fetchone()
-                tables = choose_tables(cur, req.binary_min_bytes, req.binary_piece_bytes, exporter.server_version)
+                tables = choose_tables(cur, req.binary_min_bytes, req.binary_piece_bytes, exporter.server_version,
+                                       encoding)
                 if tables:  # held until every file is written: no DDL changes a table half way
                     cur.execute(f"LOCK TABLE {', '.join(t.name for t in tables)} IN ACCESS SHARE MODE")
-        tasks = _binary_tasks(client, snapshot, encoding, tables)
-        files, heads = _run_dumps(tasks, env, partial, level, secrets, req.jobs)
+        tasks = _binary_tasks(client, snapshot, encoding, tables, exporter.server_version)
+        try:
+            files, heads = _run_dumps(tasks, env, partial, level, secrets, req.jobs)
+        except OperatorError as err:
+            if "lock timeout" in err.message or "LOCK TABLE" in err.message:
+                err.hint = (f"A statement that locks a table exclusively (ALTER TABLE, TRUNCATE, …) queued behind the "
+                            f"backup's locks; the backup waited {LOCK_WAIT_MS // 1000} s, then let go so it could run. "
+                            "Nothing was kept: take the backup again.")
+            raise
         exporter.rollback()  # the snapshot was held to the end
     except psycopg2.Error as exc:
         raise OperatorError(f"The session holding the backup's snapshot failed: {str(exc).strip()}. "
@@ -427,17 +440,32 @@ def _dump_binary(req: BackupRequest, client: ClientTools, comp: Compression, par
     return dumped
 
 
-def _binary_tasks(client: ClientTools, snapshot: str, encoding: str,
-                  tables: list) -> list[tuple[str, list[str]]]:
-    """(file, command) of every tool a binary backup runs: both pg_dump runs, then a psql per rows file."""
+# How long a tool of a binary backup waits for a table's lock. The backup's own session holds every big table's
+# lock from the start, so a longer wait means a DDL statement (ALTER TABLE, TRUNCATE) queued behind it, and every
+# later lock, ours and the app's, behind that: the backup fails and lets go rather than wait on it for ever.
+LOCK_WAIT_MS = 10000
+
+
+def _session_settings(server_version: int) -> str:
+    """As pg_dump sets its session: no timeouts (the role's own would end a long dump half way)."""
+    settings = "SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0"
+    return settings + ("; SET transaction_timeout = 0" if server_version >= 170000 else "")
+
+
+def _binary_tasks(client: ClientTools, snapshot: str, encoding: str, tables: list,
+                  server_version: int) -> list[list[tuple[str, list[str]]]]:
+    """The tools a binary backup runs, as chains of (file, command) run one after the other: both pg_dump runs
+    in one chain (each locks every table: at once, they could exhaust the server's lock table), then a psql per
+    rows file."""
     restrict = ["--restrict-key", _restrict_key()] if _restrict_key_supported(client) else []
-    pg_dump = [client.path("pg_dump"), "--no-password", "-Fp", f"--snapshot={snapshot}", *restrict]
+    pg_dump = [client.path("pg_dump"), "--no-password", "-Fp", f"--snapshot={snapshot}",
+               f"--lock-wait-timeout={LOCK_WAIT_MS}", *restrict]
     excluded = [f"--exclude-table-data={exclude_pattern(t.name)}" for t in tables]
-    tasks = [(DATA_FILE, [*pg_dump, "--section=data", "--section=post-data", *excluded]),
-             (SCHEMA_FILE, [*pg_dump, "--section=pre-data"])]
-    # As pg_dump sets its session: no timeouts, every row (row_security off fails rather than skip rows).
-    settings = ("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; "
-                f"SET row_security = off; SET client_encoding = '{encoding}'")
+    tasks = [[(SCHEMA_FILE, [*pg_dump, "--section=pre-data"]),
+              (DATA_FILE, [*pg_dump, "--section=data", "--section=post-data", *excluded])]]
+    # Every row (row_security off fails rather than skip rows), in the database's encoding, as pg_dump reads.
+    settings = (f"{_session_settings(server_version)}; SET lock_timeout = {LOCK_WAIT_MS}; SET row_security = off; "
+                f"SET client_encoding = '{encoding}'")
     psql = [client.path("psql"), "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", settings,
             "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", "-c", f"SET TRANSACTION SNAPSHOT '{snapshot}'"]
     number = 0
@@ -445,7 +473,7 @@ def _binary_tasks(client: ClientTools, snapshot: str, encoding: str,
         for piece in table.pieces:
             number += 1
             table.files.append(f"{ROWS_DIR}/{number:04d}.copy.gz")
-            tasks.append((table.files[-1], [*psql, "-c", table.select(piece)]))
+            tasks.append([(table.files[-1], [*psql, "-c", table.select(piece)])])
     return tasks
 
 
@@ -456,25 +484,27 @@ def _restrict_key() -> str:
     return secrets.token_hex(24)
 
 
-def _run_dumps(tasks: list[tuple[str, list[str]]], env: dict[str, str], root: Path, level: int,
+def _run_dumps(tasks: list[list[tuple[str, list[str]]]], env: dict[str, str], root: Path, level: int,
                secrets: list[str], workers: int) -> tuple[dict[str, str], dict[str, tuple[bytes, bytes]]]:
-    """Run every (file, command) writing its gzipped output to root/file, ``workers`` at a time; the first
-    failure (or SIGTERM) stops the others. Returns ({file: sha256}, {file: (head, tail)})."""
+    """Run every chain of (file, command), each command writing its gzipped output to root/file, ``workers``
+    chains at a time; the first failure (or SIGTERM) stops the others. Returns ({file: sha256}, {file: (head,
+    tail)})."""
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
     procs = _Processes()
     files: dict[str, str] = {}
     heads: dict[str, tuple[bytes, bytes]] = {}
 
-    def one(name: str, cmd: list[str]) -> None:
-        if procs.stopped:
-            return
-        sha256, _size, head, tail = _stream_dump(cmd, env, root / name, level, secrets, started=procs.started)
-        files[name], heads[name] = sha256, (head, tail)
+    def chain(steps: list[tuple[str, list[str]]]) -> None:
+        for name, cmd in steps:
+            if procs.stopped:
+                return
+            sha256, _size, head, tail = _stream_dump(cmd, env, root / name, level, secrets, started=procs.started)
+            files[name], heads[name] = sha256, (head, tail)
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
-        futures = [pool.submit(one, name, cmd) for name, cmd in tasks]
+        futures = [pool.submit(chain, steps) for steps in tasks]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         for future in done:
             future.result()  # the first failure, raised here

@@ -43,27 +43,39 @@ MIN_TABLE_BYTES = 8 << 20  # smaller tables stay text: their rows load in moment
 PIECE_BYTES = 64 << 20  # pages of a big table per file (the restore loads the pieces side by side)
 _PAGE = 8192
 
-# Columns' types whose binary form means the same in any database: 1 when safe. A domain is judged by its
-# base type. FirstNormalObjectId (16384): below it, the types every PostgreSQL has under the same OID.
-_SAFE_TYPE = """
-    (CASE WHEN t.typtype = 'd' THEN b.oid ELSE t.oid END) < 16384
-      AND (CASE WHEN t.typtype = 'd' THEN b.typtype ELSE t.typtype END) IN ('b', 'r', 'm')
-      AND (CASE WHEN t.typtype = 'd' THEN b.typname ELSE t.typname END) !~ '^_?reg'
-      AND (CASE WHEN t.typtype = 'd' THEN b.typsend ELSE t.typsend END) <> 0
-      AND (CASE WHEN t.typtype = 'd' THEN b.typreceive ELSE t.typreceive END) <> 0
-    OR (CASE WHEN t.typtype = 'd' THEN b.typtype ELSE t.typtype END) = 'e'
+# Columns' types whose binary form means the same in any database and reads back whatever it holds. A domain
+# is judged by its base type (b: the type itself, or the domain's base), an array by its element (e).
+# FirstNormalObjectId (16384): below it, the types every PostgreSQL has under the same OID. Left out: the reg*
+# types (their binary form is an OID), types without a binary form (aclitem, cstring, gtsvector), int2vector and
+# oidvector (an empty one does not read back), tsquery (neither does an empty one, in some releases), xml (its
+# binary form adds an encoding declaration), and every array whose element is not a safe type (an enum's
+# array carries the enum's OID).
+_UNSAFE_NAMES = "'^_?(reg.*|int2vector|oidvector|tsquery|xml|aclitem|cstring|gtsvector)$'"
+_SAFE_BUILTIN = """({x}.oid < 16384 AND {x}.typtype IN ('b', 'r', 'm') AND {x}.typsend <> 0 AND {x}.typreceive <> 0
+                   AND {x}.typname !~ """ + _UNSAFE_NAMES + ")"
+_SAFE_TYPE = f"""
+    b.typtype = 'e'
+    OR {_SAFE_BUILTIN.format(x="b")}
+       AND (b.typelem = 0 OR b.typlen <> -1 OR {_SAFE_BUILTIN.format(x="e")})
 """
 
+
+def _quoted(expr: str) -> str:
+    """SQL that quotes a name always (a later release may reserve a word this server leaves bare)."""
+    return f"""('"' || replace({expr}, '"', '""') || '"')"""
+
+
 # The tables pg_dump dumps rows of (ordinary tables, not an extension's), at least min_bytes big, with their
-# columns (not dropped, not generated) as PostgreSQL quotes them and whether every column's type is safe.
+# columns (not dropped, not generated), every name quoted, and whether every column's type is safe.
 CANDIDATES_SQL = f"""
-SELECT c.oid, quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_relation_size(c.oid),
+SELECT c.oid, {_quoted("n.nspname")} || '.' || {_quoted("c.relname")}, pg_relation_size(c.oid),
        c.reltuples, c.relpages,
-       ARRAY(SELECT quote_ident(a.attname) FROM pg_attribute a
+       ARRAY(SELECT {_quoted("a.attname")} FROM pg_attribute a
              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
              ORDER BY a.attnum),
        NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-                   LEFT JOIN pg_type b ON b.oid = t.typbasetype
+                   JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+                   LEFT JOIN pg_type e ON e.oid = b.typelem
                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
                      AND NOT coalesce(({_SAFE_TYPE}), false))
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -114,15 +126,18 @@ def _plain_name(text: str) -> bool:
 
 
 def choose_tables(cur, min_bytes: int = MIN_TABLE_BYTES, piece_bytes: int = PIECE_BYTES,
-                  server_version: int = 160000) -> list[BinaryTable]:
+                  server_version: int = 160000, encoding: str = "UTF8") -> list[BinaryTable]:
     """The tables to dump in binary, each cut into page ranges of about ``piece_bytes`` (one range before
-    PostgreSQL 14, which cannot scan a range of pages)."""
+    PostgreSQL 14, which cannot scan a range of pages). In a database not in UTF8, only tables whose names are
+    ASCII (the commands naming them are UTF-8 text)."""
     query = CANDIDATES_SQL if server_version >= 120000 else CANDIDATES_SQL.replace("a.attgenerated = ''", "true")
     split = server_version >= 140000
     cur.execute(query, (min_bytes,))
     tables = []
     for _oid, name, size, reltuples, _relpages, columns, safe in cur.fetchall():
         if not safe or not _plain_name(name) or not all(_plain_name(c) for c in columns):
+            continue
+        if encoding != "UTF8" and not all(text.isascii() for text in (name, *columns)):
             continue
         pages = -(-int(size) // _PAGE)
         step = max(1, piece_bytes // _PAGE)
@@ -137,11 +152,11 @@ def choose_tables(cur, min_bytes: int = MIN_TABLE_BYTES, piece_bytes: int = PIEC
 
 def exclude_pattern(name: str) -> str:
     """The pg_dump pattern that matches exactly this (quoted) table name."""
-    parts = _split_quoted(name)
+    parts = split_quoted(name)
     return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
 
 
-def _split_quoted(name: str) -> list[str]:
+def split_quoted(name: str) -> list[str]:
     """``"my schema".t`` -> ['my schema', 't'] (the inverse of quote_ident on each part)."""
     parts, pos = [], 0
     while pos <= len(name):

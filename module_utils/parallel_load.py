@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import subprocess
 import tempfile
 import threading
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ansible.module_utils.binary_rows import DATA_FILE, SCHEMA_FILE, BinaryRows
+from ansible.module_utils.binary_rows import DATA_FILE, SCHEMA_FILE, BinaryRows, split_quoted
 from ansible.module_utils.client_process import offline_env, tool_failure
 from ansible.module_utils.db_errors import translate
 from ansible.module_utils.fast_gzip import open_read
@@ -33,6 +34,7 @@ from ansible.module_utils.operator_error import OperatorError
 from ansible.module_utils.pg_connection import ConnInfo
 from ansible.module_utils.plain_dump import (
     MAX_SCHEMA_TEXT,
+    QUALIFIED_NAME,
     CopyChunk,
     NotSplittable,
     Script,
@@ -191,13 +193,18 @@ class Planner:
         return Job("copy", chunk.pieces, f"rows of {chunk.table.decode('utf-8', 'replace')}",
                    locks={chunk.table: "copy"}, statement=chunk.statement, settings=self.current())
 
-    def binary_jobs(self, rows: BinaryRows) -> list[Job]:
-        """Every file of a binary backup's rows (binary_rows.py), with the client encoding they were written in."""
+    def binary_jobs(self, rows: BinaryRows, schema: bytes) -> list[Job]:
+        """Every file of a binary backup's rows (binary_rows.py), with the client encoding they were written in.
+        Each table is known by its name as the schema's pg_dump wrote it (what the builds after it lock)."""
         settings = tuple({**self.settings, b"client_encoding": b"SET client_encoding = '%s';" % rows.encoding.encode()
                           }.values())
+        written = {}
+        for entry in dump_entries(schema):
+            if entry.kind == "TABLE" and (found := _CREATE_TABLE_RE.match(entry.sql)):
+                written[tuple(split_quoted(found["table"].decode("utf-8", "replace")))] = found["table"]
         jobs = []
         for table in rows.tables:
-            name = table.name.encode()
+            name = written.get(tuple(split_quoted(table.name)), table.name.encode())
             self.table_rows[name] = self.table_rows.get(name, 0) + table.estimated_rows + 1
             for file in table.files:
                 self.chunks += 1
@@ -275,6 +282,9 @@ class Planner:
             if job is not None:
                 out.append(job)
         return out
+
+
+_CREATE_TABLE_RE = re.compile(rb"CREATE (?:UNLOGGED )?TABLE (?P<table>%s) " % QUALIFIED_NAME)
 
 
 def _estimated_rows(chunk: CopyChunk, sample: int = 1 << 18) -> float:
@@ -489,7 +499,7 @@ def _plan_binary(req: LoadRequest, planner: Planner, scheduler: Scheduler, lanes
     for job in planner.script_jobs(Script(schema, pre_data=True)):
         scheduler.add(job)
     _start(lanes, scheduler, threads)
-    for job in planner.binary_jobs(req.rows):
+    for job in planner.binary_jobs(req.rows, schema):
         scheduler.add(job)
     chunk = req.chunk_bytes or CHUNK_BYTES
     with open_read(req.path / DATA_FILE) as source:

@@ -356,57 +356,42 @@ def _after_facts(req: RestoreRequest) -> dict[str, Any]:
 
 
 def _load_plain(path: Path, psql: str, env: dict[str, str], no_owner: bool, secrets: list[str]) -> None:
-    """Stream a plain dump (gunzip in Python) into psql, stopping at the first error, in one transaction: BEGIN
-    first, COMMIT as the very last bytes (psql's --single-transaction would commit a stream cut short)."""
-    cmd = [psql, "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
-    opener = open_read if path.name.endswith(".gz") else open
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env)
-        broken = False
-        try:
-            proc.stdin.write(b"BEGIN;\n")
-            with opener(path, "rb") as source:
-                for piece in filtered_chunks(source, no_owner):
-                    proc.stdin.write(piece)
-            proc.stdin.write(b"\nCOMMIT;\n")
-        except BrokenPipeError:
-            broken = True  # psql stopped at an error; its stderr says which
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                broken = True
-        rc = proc.wait()
-        errors.seek(0)
-        stderr = errors.read().decode("utf-8", "replace")
-    if rc != 0 or broken:
-        raise tool_failure("psql", rc or 1, stderr, secrets,
-                           "The load stopped at the first error and was rolled back; fix the cause and rerun "
-                           "with clean: true.")
+    """Stream a plain dump (gunzip in Python) into psql, stopping at the first error, in one transaction."""
+    def text():
+        opener = open_read if path.name.endswith(".gz") else open
+        with opener(path, "rb") as source:
+            yield from filtered_chunks(source, no_owner)
+
+    _psql_one_transaction([psql, "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1"], env, text(), secrets)
 
 
 def _load_binary(root: Path, psql: str, env: dict[str, str], no_owner: bool, secrets: list[str]) -> None:
     """A binary backup in one psql transaction, as by hand (binary_rows.py): its schema, its rows files through
-    psql's \\copy (gzip decodes them), then the rest; COMMIT as the very last bytes."""
+    psql's \\copy (gzip decodes them, in the backup's directory), then the rest."""
     rows = read_rows(root)
-    cmd = [psql, "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+
+    def text():
+        with open_read(root / SCHEMA_FILE) as source:
+            yield from filtered_chunks(source, no_owner)
+        yield b"\n" + rows_script(rows.tables, rows.encoding).encode()
+        with open_read(root / DATA_FILE) as source:
+            yield from filtered_chunks(source, no_owner)
+
+    _psql_one_transaction([psql, "--no-password", "-X", "-q", "-v", "ON_ERROR_STOP=1"], env, text(), secrets,
+                          cwd=root)
+
+
+def _psql_one_transaction(cmd: list[str], env: dict[str, str], pieces, secrets: list[str],
+                          cwd: Path | None = None) -> None:
+    """Write ``pieces`` into psql between BEGIN and COMMIT, COMMIT as the very last bytes (psql's
+    --single-transaction would commit a stream cut short); the first error stops it and rolls back."""
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env,
-                                cwd=root)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env, cwd=cwd)
         broken = False
         try:
             proc.stdin.write(b"BEGIN;\n")
-            with open_read(root / SCHEMA_FILE) as source:
-                for piece in filtered_chunks(source, no_owner):
-                    proc.stdin.write(piece)
-            proc.stdin.write(b"\n" + rows_script(rows.tables, rows.encoding).encode())
-            with open_read(root / DATA_FILE) as source:
-                for piece in filtered_chunks(source, no_owner):
-                    proc.stdin.write(piece)
+            for piece in pieces:
+                proc.stdin.write(piece)
             proc.stdin.write(b"\nCOMMIT;\n")
         except BrokenPipeError:
             broken = True  # psql stopped at an error; its stderr says which

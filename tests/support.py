@@ -225,3 +225,17 @@ def fleet_inventory(directory: Path, urls: list[str]) -> Path:
     (directory / "hosts.yml").write_text(yaml.safe_dump(
         {"all": {"children": {"migration_runner": {"hosts": hosts, "vars": local}}}}, sort_keys=False))
     return directory
+
+
+def binary_backup(url: str, dest, **args) -> dict:
+    """A binary backup with every table's rows in binary, small as the tests' tables are."""
+    run = run_module("pg_backup", {"url": url, "dest": str(dest), "format": "binary", "binary_min_bytes": 0, **args})
+    assert run.rc == 0, run.output
+    return run.result
+
+
+def client_bin(pg_server) -> str:
+    """The client tools next to the test server (the embedded one's), else those pg_backup would pick."""
+    from ansible.module_utils.pg_client_tools import find_client_tools
+
+    return pg_server.bin_dir or find_client_tools(pg_server.major, pg_server.version).bin_dir

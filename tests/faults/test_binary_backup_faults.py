@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support import database_exists, run_module, sql
+from support import binary_backup, client_bin, database_exists, run_module, sql
 
 SEED_SQL = '''
 CREATE SCHEMA "My Schema";
@@ -25,19 +25,6 @@ def mixed_db(new_database):
     url = new_database("rm_binf")
     sql(url, SEED_SQL)
     return url
-
-
-def binary_backup(url: str, dest: Path, **args) -> dict:
-    """Every table's rows in binary, small as they are."""
-    run = run_module("pg_backup", {"url": url, "dest": str(dest), "format": "binary", "binary_min_bytes": 0, **args})
-    assert run.rc == 0, run.output
-    return run.result
-
-
-def client_bin(pg_server) -> str:
-    from ansible.module_utils.pg_client_tools import find_client_tools
-
-    return pg_server.bin_dir or find_client_tools(pg_server.major, pg_server.version).bin_dir
 
 
 
@@ -119,3 +106,73 @@ def test_psql_dying_while_it_writes_rows_leaves_no_backup(mixed_db, workdir, pg_
 
     assert run.rc != 0 and "psql failed" in run.result["msg"], run.result["msg"]
     assert sorted(p.name for p in dest.iterdir()) == []
+
+
+def slow_pg_dump(workdir: Path, pg_server, seconds: float) -> str:
+    """A bin dir whose pg_dump starts ``seconds`` late (the backup's own session already holds its locks)."""
+    real = client_bin(pg_server)
+    bin_dir = workdir / "slow-bin"
+    bin_dir.mkdir()
+    for tool in ("psql", "pg_restore"):
+        os.symlink(Path(real) / tool, bin_dir / tool)
+    (bin_dir / "pg_dump").write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in *--snapshot*) sleep {seconds} ;; esac\n'
+        f'exec "{real}/pg_dump" "$@"\n')
+    (bin_dir / "pg_dump").chmod(0o755)
+    return str(bin_dir)
+
+
+@pytest.mark.db
+def test_a_ddl_queued_behind_the_backup_fails_it_within_the_lock_wait_and_then_runs(mixed_db, workdir, pg_server,
+                                                                                   monkeypatch):
+    """ALTER TABLE queues behind the backup's own session; pg_dump's lock would queue behind the ALTER for ever (and
+    every app query behind both). The backup gives up after its lock wait, keeps nothing, and the ALTER runs."""
+    import threading
+
+    from ansible.module_utils import backup_runner
+    from ansible.module_utils.backup_runner import BackupRequest, run_backup
+    from ansible.module_utils.operator_error import OperatorError
+
+    monkeypatch.setattr(backup_runner, "LOCK_WAIT_MS", 1000)
+    dest = workdir / "b"
+    request = BackupRequest(url=mixed_db, dest=str(dest), binary_min_bytes=0,
+                            pg_bin_dir=slow_pg_dump(workdir, pg_server, 1.5))
+    failure: list[BaseException] = []
+    backup = threading.Thread(target=lambda: _capture(failure, run_backup, request))
+    backup.start()
+    import time
+
+    time.sleep(0.7)  # the backup's session holds the big table's lock; pg_dump has not started
+    sql(mixed_db, 'ALTER TABLE "My Schema"."Odd ""Name""" ADD COLUMN added int')  # waits for the backup to let go
+    backup.join(60)
+
+    assert not backup.is_alive() and failure and isinstance(failure[0], OperatorError), failure
+    assert "LOCK TABLE" in failure[0].message and "queued behind the backup" in failure[0].hint, failure[0]
+    assert sorted(p.name for p in dest.iterdir()) == []
+    assert sql(mixed_db, "SELECT count(*) FROM pg_attribute WHERE attname = 'added' AND attrelid = %s::regclass",
+               ('"My Schema"."Odd ""Name"""',)) == [(1,)]
+
+
+def _capture(failures: list, call, *args) -> None:
+    try:
+        call(*args)
+    except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        failures.append(exc)
+
+
+@pytest.mark.db
+def test_the_roles_idle_in_transaction_timeout_does_not_end_the_backups_snapshot(mixed_db, workdir, pg_server):
+    """A production database often sets idle_in_transaction_session_timeout; the backup's session holding the
+    snapshot is idle while the tools dump (here: pg_dump starts 1.5 s late against a 1 s timeout)."""
+    from ansible.module_utils.pg_connection import parse_url
+
+    database = parse_url(mixed_db).dbname
+    pg_server.execute(f'ALTER DATABASE "{database}" SET idle_in_transaction_session_timeout = \'1s\'')
+
+    run = run_module("pg_backup", {"url": mixed_db, "dest": str(workdir / "b"), "format": "binary",
+                                   "binary_min_bytes": 0, "pg_bin_dir": slow_pg_dump(workdir, pg_server, 1.5)})
+
+    assert run.rc == 0, run.output
+    index = json.loads((Path(run.result["path"]) / "rows.json").read_text())
+    assert [t["table"] for t in index["tables"]][:1] == ['"My Schema"."Odd ""Name"""']

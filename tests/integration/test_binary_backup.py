@@ -8,13 +8,14 @@ psql and gzip, and table by table. Every check is made by SQL or pg_dump against
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 from ansible.module_utils.backup_manifest import manifest_path_for
 from ansible.module_utils.pg_connection import ConnInfo, parse_url
-from support import run_module, schema_dump, sql
+from support import binary_backup, client_bin, run_module, schema_dump, sql
 
 # Every kind of column the binary form carries, odd values included; and a table whose types keep it text.
 MIXED_SQL = r'''
@@ -40,6 +41,11 @@ INSERT INTO "My Schema"."Odd ""Name""" ("Weird Col", n, ts, d, b, raw, u, j, arr
 CREATE TABLE opaque (id int PRIMARY KEY, pr pair, moods mood[], cls regclass);
 INSERT INTO opaque SELECT i, ROW(i, 't' || i)::pair, ARRAY['ok', 'sad']::mood[], 'opaque'::regclass
   FROM generate_series(1, 20) i;
+CREATE TABLE unreadable (id int, iv int2vector, ov oidvector, q tsquery, acl aclitem[]);
+INSERT INTO unreadable VALUES (1, '', '', plainto_tsquery('english', 'the'),
+  ARRAY[makeaclitem('pg_database_owner'::regrole, 'pg_database_owner'::regrole, 'SELECT', false)]);
+CREATE TABLE documents (id int, x xml);
+INSERT INTO documents VALUES (1, NULL);  -- the embedded server is built without libxml: no xml values
 CREATE TABLE parent (id int, note text);
 CREATE TABLE child (extra int) INHERITS (parent);
 INSERT INTO parent VALUES (1, 'p1'), (2, 'p2');
@@ -64,10 +70,10 @@ CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY);
 INSERT INTO alembic_version VALUES ('b1b2b3b4b5b6');
 '''
 ODD = '"My Schema"."Odd ""Name"""'
-TABLES = [ODD, "opaque", "ONLY parent", "child", "measure_2025", "measure_2026", "guarded",
+TABLES = [ODD, "opaque", "unreadable", "documents", "ONLY parent", "child", "measure_2025", "measure_2026", "guarded",
           "no_columns", "audit", "alembic_version"]
-BINARY = [ODD, "public.alembic_version", "public.audit", "public.child", "public.guarded",
-          "public.measure_2025", "public.measure_2026", "public.no_columns", "public.parent"]
+BINARY = [ODD] + [f'"public"."{t}"' for t in ("alembic_version", "audit", "child", "guarded", "measure_2025",
+                                                "measure_2026", "no_columns", "parent")]
 
 
 def content(url: str) -> dict[str, tuple[int, str]]:
@@ -89,18 +95,6 @@ def mixed_db(new_database):
     return url
 
 
-def binary_backup(url: str, dest: Path, **args) -> dict:
-    run = run_module("pg_backup", {"url": url, "dest": str(dest), "format": "binary", "binary_min_bytes": 0, **args})
-    assert run.rc == 0, run.output
-    return run.result
-
-
-def client_bin(pg_server) -> str:
-    from ansible.module_utils.pg_client_tools import find_client_tools
-
-    return pg_server.bin_dir or find_client_tools(pg_server.major, pg_server.version).bin_dir
-
-
 @pytest.mark.db
 @pytest.mark.parametrize("into", ["new", "given"])
 def test_every_column_kind_round_trips_through_binary_rows(into, mixed_db, target_db, new_database, workdir,
@@ -108,7 +102,9 @@ def test_every_column_kind_round_trips_through_binary_rows(into, mixed_db, targe
     taken = binary_backup(mixed_db, workdir)
     root = Path(taken["path"])
     assert root.name.endswith(".bin") and taken["format"] == "binary"
-    assert sorted(taken["manifest"]["binary_tables"]) == BINARY  # opaque (OIDs in its binary form) stays text
+    # opaque (OIDs in their binary form), unreadable (empty vectors, an empty tsquery, aclitem: no binary form that
+    # reads back) and documents (xml) stay text.
+    assert sorted(taken["manifest"]["binary_tables"]) == BINARY
     index = json.loads((root / "rows.json").read_text())
     assert all((root / f).is_file() for t in index["tables"] for f in t["files"])
     assert b"COPY public.opaque " in subprocess.run(["gzip", "-dc", str(root / "data.sql.gz")], capture_output=True,
@@ -198,3 +194,26 @@ def test_verify_read_decodes_every_file_and_the_manifest_says_so(mixed_db, workd
     assert sorted(manifest["files"]) == sorted(
         p.relative_to(taken["path"]).as_posix() for p in Path(taken["path"]).rglob("*") if p.is_file())
     assert parse_url(mixed_db).dbname == manifest["database"]
+
+
+@pytest.mark.db
+def test_a_latin1_database_keeps_non_ascii_names_in_text_and_its_data_round_trips(pg_server, target_db, workdir):
+    name = f"rm_latin1_{os.getpid()}"
+    pg_server.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    pg_server.execute(f"CREATE DATABASE \"{name}\" ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    try:
+        source = pg_server.url(name)
+        sql(source, 'CREATE TABLE "tëst" ("çol" text); INSERT INTO "tëst" VALUES (\'ÿes\'), (\'çà\');'
+                    "CREATE TABLE plain_name (note text); INSERT INTO plain_name VALUES ('déjà vu'), ('naïve');")
+        taken = binary_backup(source, workdir)
+        target = target_db()
+
+        run = run_module("pg_restore", {"url": target, "src": taken["path"]})
+
+        assert run.rc == 0, run.output
+        assert taken["manifest"]["binary_tables"] == ['"public"."plain_name"']  # "tëst" stays text
+        for table in ('"tëst"', "plain_name"):
+            query = f"SELECT * FROM {table} ORDER BY 1"
+            assert sql(target, query) == sql(source, query), table
+    finally:
+        pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

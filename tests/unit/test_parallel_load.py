@@ -125,3 +125,27 @@ def test_a_key_is_split_only_in_its_plainest_form_on_a_table_that_got_rows():
         {b"public.m": "exclusive"}, {b"public.t": "exclusive"}, {b"public.t": "exclusive"},
         {b"public.empty": "exclusive"}]  # partitioned, INCLUDE, DEFERRABLE, no rows: as pg_dump wrote them
 
+
+
+def test_binary_rows_are_known_by_the_name_pg_dump_wrote_so_the_builds_after_them_wait(tmp_path):
+    """rows.json quotes every name ("public"."system_user"); the schema's pg_dump wrote public."system_user" and
+    public.items: the rows' locks use those, so the key split and the builds see the table that got rows."""
+    from ansible.module_utils.binary_rows import BinaryRows, BinaryTable
+
+    schema = (b"--\n-- Name: items; Type: TABLE; Schema: public; Owner: o\n--\n\n"
+              b"CREATE TABLE public.items (\n    id integer\n);\n\n"
+              b'--\n-- Name: system_user; Type: TABLE; Schema: public; Owner: o\n--\n\n'
+              b'CREATE TABLE public."system_user" (\n    id integer\n);\n\n')
+    rows = BinaryRows(tmp_path, "UTF8", [
+        BinaryTable('"public"."items"', ['"id"'], estimated_rows=10, files=["rows/0001.copy.gz", "rows/0002.copy.gz"]),
+        BinaryTable('"public"."system_user"', ['"id"'], files=["rows/0003.copy.gz"])])
+    planner = Planner(no_owner=True)
+
+    jobs = planner.binary_jobs(rows, schema)
+
+    assert [next(iter(j.locks)) for j in jobs] == [b"public.items", b"public.items", b'public."system_user"']
+    assert [j.statement for j in jobs][2] == b'COPY "public"."system_user" ("id") FROM STDIN (FORMAT binary)'
+    assert set(planner.table_rows) == {b"public.items", b'public."system_user"'} and planner.chunks == 3
+    key = Script(b"--\n-- Name: items items_pkey; Type: CONSTRAINT; Schema: public; Owner: o\n--\n\n"
+                 b"ALTER TABLE ONLY public.items\n    ADD CONSTRAINT items_pkey PRIMARY KEY (id);\n\n", pre_data=False)
+    assert [j.label for j in planner.script_jobs(key)][0].endswith("(its index)")  # split: the table got rows
