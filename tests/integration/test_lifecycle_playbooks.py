@@ -69,10 +69,11 @@ def test_drills_pass_on_a_good_backup_and_fail_clearly_otherwise_never_touching_
     run(MigrationRequest(url=url, config=str(config or ROOT / "alembic.ini")))
     sql(url, "INSERT INTO users (name, email) VALUES ('a', 'a@example.com'), ('b', 'b@example.com')")
     backup = run_backup(BackupRequest(url=url, dest=str(workdir / "backups"), label="weekly"))
-    if case == "corrupted backup":
-        data = bytearray(Path(backup["path"]).read_bytes())
+    if case == "corrupted backup":  # a byte of the (binary) backup's rows and sequences flipped
+        damaged = Path(backup["path"]) / "data.sql.gz"
+        data = bytearray(damaged.read_bytes())
         data[len(data) // 2] ^= 0x40
-        Path(backup["path"]).write_bytes(bytes(data))
+        damaged.write_bytes(bytes(data))
     before = (revision_of(url), table_counts(url), schema_dump(url, pg_server.bin_dir))
     env = {"DATABASE_URL": url, **({"ALEMBIC_CONFIG": str(config)} if config else {})}
     result = run_playbook("playbooks/drill.yml", env=env, extra_vars=local_vars(workdir, drill_fresh_backup="never",
