@@ -16,10 +16,10 @@ one snapshot (pg_dump's ``--snapshot``, exported by a session that holds it unti
           | psql -X -v ON_ERROR_STOP=1 --single-transaction -d TARGET
 
 A table is dumped in binary only when it is big enough to matter and every column's type has a binary form
-that means the same in another database: built-in types (not the ``reg*`` ones, whose binary form is an
-OID), their arrays, built-in ranges, enums (sent as their label) and domains over those. Anything else (a
-composite or an extension's type, an array of an enum: their binary form carries OIDs) stays text, in
-``data.sql.gz``.
+that means the same in another database and reads back whatever it holds: built-in types, their arrays,
+built-in ranges, enums (sent as their label) and domains over those, less the few listed at ``_SAFE_TYPE``.
+Anything else (a composite or an extension's type, an array of an enum: their binary form carries OIDs) stays
+text, in ``data.sql.gz``.
 """
 
 from __future__ import annotations
